@@ -1,0 +1,36 @@
+"""Conversation history."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from acl.principal import USER_ID_PATTERN
+from api.deps import CurrentUser, DbSession, Deps
+from api.errors import ApiError
+from api.schemas import MessagePage, MessageOut
+from messenger.repositories import messages
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+
+@router.get("", response_model=MessagePage)
+def history(
+    principal: CurrentUser,
+    session: DbSession,
+    deps: Deps,
+    peer: Annotated[str, Query(alias="with", pattern=f"^{USER_ID_PATTERN}$", description="The other user.")],
+    before: Annotated[int | None, Query(ge=1, description="Only messages with a smaller id (older).")] = None,
+    after: Annotated[int | None, Query(ge=0, description="Only messages with a larger id (newer).")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> MessagePage:
+    """One conversation of the caller, newest first, by keyset on the message id.
+
+    Messages the peer sent while the caller blocked them are not shown.
+    """
+    if limit > deps.history_max_limit:
+        raise ApiError(422, "invalid_request", f"limit is at most {deps.history_max_limit}")
+    rows = messages.conversation(session, principal.user_id, peer, before=before, after=after, limit=limit)
+    next_before = rows[-1].id if len(rows) == limit else None
+    return MessagePage(messages=[MessageOut.of(m) for m in rows], next_before=next_before)

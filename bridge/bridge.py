@@ -1,0 +1,126 @@
+"""Mirror retained presence (and Last Wills) from the broker into the presence store.
+
+Devices publish ``online`` to ``presence/{uid}/{device}`` (retained) and leave a Last Will of
+``offline`` on the same topic, so the broker tells the bridge when a device vanishes. The
+bridge records each device's state with this broker node's id and the time it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from acl.topics import PRESENCE_FILTER, parse_presence_topic
+from messenger.exceptions import StoreUnavailable
+from messenger.presence import PresenceStore
+from messenger.protocol import parse_presence
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    user_id: str
+    device: str
+    online: bool
+    at: datetime
+
+
+def presence_change(topic: str, payload: bytes, at: datetime) -> PresenceChange | None:
+    """The change a presence message carries, or None for anything else."""
+    parsed = parse_presence_topic(topic)
+    online = parse_presence(payload)
+    if parsed is None or online is None:
+        return None
+    return PresenceChange(parsed[0], parsed[1], online, at)
+
+
+class PresenceBridge:
+    """Subscribes to ``presence/+/+`` and writes every change to a :class:`PresenceStore`, in order."""
+
+    def __init__(
+        self, client: mqtt.Client, store: PresenceStore, *, node_id: str, subscription: str = PRESENCE_FILTER
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._node_id = node_id
+        self._subscription = subscription
+        self._queue: queue.Queue[tuple[PresenceChange, int, int]] = queue.Queue()
+        self._stopping = threading.Event()
+        self._subscribed = threading.Event()
+        self._worker = threading.Thread(target=self._run, name="presence-bridge", daemon=True)
+        self.applied = 0
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+
+    def start(self, host: str, port: int, *, wait_s: float = 10.0) -> None:
+        self._client.connect_async(host, port, keepalive=30)
+        self._client.loop_start()
+        self._worker.start()
+        if not self._subscribed.wait(wait_s):
+            self.stop()
+            raise TimeoutError(f"presence bridge could not subscribe on {host}:{port} within {wait_s}s")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode,
+                    _props: object = None) -> None:
+        if reason.is_failure:
+            logger.error("presence bridge refused by the broker: %s", reason)
+            return
+        client.subscribe(self._subscription, qos=1)
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: object, _mid: int, reasons: list[ReasonCode],
+                      _props: object = None) -> None:
+        if any(r.is_failure for r in reasons):
+            logger.error("broker refused the presence subscription: %s", reasons)
+            return
+        self._subscribed.set()
+
+    def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        change = presence_change(msg.topic, msg.payload, datetime.now(UTC))
+        if change is None:
+            logger.info("ignoring a malformed presence message on %s", msg.topic)
+            if msg.qos:
+                client.ack(msg.mid, msg.qos)
+            return
+        self._queue.put((change, msg.mid, msg.qos))
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                change, mid, qos = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if self._apply(change) and qos:
+                self._client.ack(mid, qos)
+
+    def _apply(self, change: PresenceChange) -> bool:
+        backoff = 0.1
+        while True:
+            try:
+                self._store.set_device(
+                    change.user_id, change.device, online=change.online, node=self._node_id, at=change.at
+                )
+                self.applied += 1
+                return True
+            except StoreUnavailable as exc:
+                if self._stopping.is_set():
+                    return False
+                logger.warning("presence store unavailable (%s); retrying in %.1fs", exc, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)

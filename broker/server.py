@@ -1,0 +1,180 @@
+"""The embedded amqtt broker with the Messenger plugin, and the holes of amqtt 0.12 closed."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from amqtt.adapters import ReaderAdapter, WriterAdapter
+from amqtt.broker import Broker
+from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import Session
+
+from acl.principal import Principal
+from acl.tokens import TokenVerifier
+from acl.topics import parse_presence_topic
+from broker.exceptions import BrokerStartError
+from broker.plugins import MessengerAclPlugin
+
+logger = logging.getLogger(__name__)
+
+PLUGIN_PATH = f"{MessengerAclPlugin.__module__}.{MessengerAclPlugin.__qualname__}"
+
+
+class MessengerBroker(Broker):
+    """amqtt's Broker with two fixes the SPEC requires.
+
+    * Authentication runs before the broker touches any session: amqtt 0.12 deletes a clean
+      session and takes over a connected client with the same client id *before* it looks at
+      the credentials, so a client with a bad token could kick a user off.
+    * Nothing but presence is retained: amqtt replays retained messages without a read check,
+      so a retained message anywhere else could leak.
+    """
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        # amqtt's own version, with authentication moved before the session lookup.
+        try:
+            handler, incoming = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except AMQTTError as exc:
+            raise AMQTTError(exc) from exc
+        except MQTTError as exc:
+            await writer.close()
+            raise MQTTError(exc) from exc
+        except NoDataError as exc:
+            raise AMQTTError(exc) from exc
+
+        if not await super()._authenticate(incoming, None):  # type: ignore[arg-type]
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError(f"client {incoming.client_id!r} from {remote_address} not authorized")
+
+        session = incoming
+        if incoming.clean_session:
+            await self._delete_session(incoming.client_id)
+            incoming.parent = 0
+        elif incoming.client_id in self._sessions:
+            # a persistent session: the new CONNECT brings new credentials and a new Will
+            session, _ = self._sessions[incoming.client_id]
+            for attribute in (
+                "will_flag", "will_message", "will_topic", "will_qos", "will_retain",
+                "keep_alive", "username", "password",
+            ):
+                setattr(session, attribute, getattr(incoming, attribute))
+            session.parent = 1
+        else:
+            incoming.parent = 0
+        session.messenger_authenticated = True  # type: ignore[attr-defined]
+
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if session.keep_alive > 0 and isinstance(delay, int):
+            session.keep_alive += delay
+        return handler, session
+
+    async def _authenticate(self, session: Session, listener: Any) -> bool:
+        # Decided in _initialize_client_session, before any session was touched.
+        authenticated = bool(getattr(session, "messenger_authenticated", False))
+        session.messenger_authenticated = False  # type: ignore[attr-defined]
+        return authenticated
+
+    async def retain_message(
+        self,
+        source_session: Session | None,
+        topic_name: str | None,
+        data: bytes | bytearray | None,
+        qos: int | None = None,
+    ) -> None:
+        if topic_name is None or parse_presence_topic(topic_name) is None:
+            logger.info("not retaining a message on %r: only presence is retained", topic_name)
+            return
+        await super().retain_message(source_session, topic_name, data, qos)
+
+
+@dataclass(frozen=True, slots=True)
+class Listeners:
+    mqtt: tuple[str, int]
+    ws: tuple[str, int] | None
+
+
+class EmbeddedBroker:
+    """Starts and stops a :class:`MessengerBroker` with TCP and WebSocket listeners."""
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        *,
+        host: str = "127.0.0.1",
+        mqtt_port: int = 1884,
+        ws_port: int | None = 8083,
+        on_authenticated: Callable[[Principal], Any] | None = None,
+    ) -> None:
+        self._host = host
+        self._mqtt_port = mqtt_port
+        self._ws_port = ws_port
+        listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{host}:{mqtt_port}"}}
+        if ws_port is not None:
+            listeners["ws"] = {"type": "ws", "bind": f"{host}:{ws_port}"}
+        self._config: dict[str, Any] = {
+            "listeners": listeners,
+            "timeout_disconnect_delay": 2,
+            "plugins": {PLUGIN_PATH: {"verifier": verifier, "on_authenticated": on_authenticated}},
+        }
+        self._broker: MessengerBroker | None = None
+
+    async def start(self) -> Listeners:
+        """Start listening; raises BrokerStartError naming the port that is taken."""
+        self._check_port(self._mqtt_port, "--mqtt-port", "MESSENGER_MQTT_PORT")
+        if self._ws_port is not None:
+            self._check_port(self._ws_port, "--ws-port", "MESSENGER_WS_PORT")
+        self._broker = MessengerBroker(self._config, loop=asyncio.get_running_loop())
+        try:
+            await self._broker.start()
+        except BrokerError as exc:
+            raise BrokerStartError(f"the MQTT broker could not start: {exc}") from exc
+        return self.listeners
+
+    @property
+    def listeners(self) -> Listeners:
+        if self._broker is None:
+            raise RuntimeError("broker not started")
+        servers = self._broker._servers
+        mqtt = _bound(servers["default"].instance)
+        ws = _bound(servers["ws"].instance) if "ws" in servers else None
+        return Listeners(mqtt, ws)
+
+    @property
+    def broker(self) -> MessengerBroker:
+        if self._broker is None:
+            raise RuntimeError("broker not started")
+        return self._broker
+
+    async def stop(self) -> None:
+        if self._broker is not None and self._broker.transitions.state == "started":
+            await self._broker.shutdown()
+
+    def _check_port(self, port: int, flag: str, env: str) -> None:
+        if port == 0:
+            return
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((self._host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise BrokerStartError(
+                        f"port {port} on {self._host} is already in use; choose another with {flag} or {env}"
+                    ) from exc
+                raise BrokerStartError(f"cannot listen on {self._host}:{port}: {exc.strerror}") from exc
+
+
+def _bound(server: Any) -> tuple[str, int]:
+    sockname = server.sockets[0].getsockname()
+    return str(sockname[0]), int(sockname[1])

@@ -1,0 +1,136 @@
+"""The ``messenger`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import sys
+from datetime import timedelta
+
+from pydantic import ValidationError
+
+from acl.principal import Role, is_valid_user_id
+from acl.tokens import issue_token
+from broker.exceptions import BrokerStartError
+from messenger import __version__
+
+_DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90``, ``90s``, ``15m``, ``1h``, ``7d``, ``2w``."""
+    match = _DURATION.match(text.strip().lower())
+    if not match or int(match.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (try 30m, 1h, 7d)")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def user_id(text: str) -> str:
+    if not is_valid_user_id(text):
+        raise argparse.ArgumentTypeError(f"not a user id: {text!r} (letters, digits, _ . -, at most 64)")
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="messenger", description="Messenger: chat over MQTT.")
+    parser.add_argument("--version", action="version", version=f"messenger {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run broker, handler, presence bridge and REST API in one process")
+    serve.add_argument("--host", dest="bind_host", help="address to listen on (MESSENGER_BIND_HOST, 127.0.0.1)")
+    serve.add_argument("--mqtt-port", type=int, help="MQTT/TCP port (MESSENGER_MQTT_PORT, 1884)")
+    serve.add_argument("--ws-port", type=int, help="MQTT-over-WebSocket port (MESSENGER_WS_PORT, 8083)")
+    serve.add_argument("--api-port", type=int, help="REST API port (MESSENGER_API_PORT, 8080)")
+    serve.add_argument("--database-url", help="SQLAlchemy URL (MESSENGER_DATABASE_URL, sqlite:///var/messenger.db)")
+    serve.add_argument("--redis-url", help="keep presence in Redis (MESSENGER_REDIS_URL; default in-process)")
+
+    token = commands.add_parser("token", help="development tokens").add_subparsers(dest="token_command",
+                                                                                     required=True)
+    issue = token.add_parser("issue", help="print a token signed with the dev HS256 secret")
+    issue.add_argument("user", type=user_id)
+    issue.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value)
+    issue.add_argument("--ttl", type=parse_duration, default=timedelta(hours=1), help="lifetime (default 1h)")
+
+    users_cmd = commands.add_parser("users", help="provision users").add_subparsers(dest="users_command",
+                                                                                      required=True)
+    add = users_cmd.add_parser("add", help="create a user or change its role")
+    add.add_argument("user", type=user_id)
+    add.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value)
+    add.add_argument("--display-name")
+
+    db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="apply the migrations (serve does this on start)")
+    return parser
+
+
+def _serve_settings(args: argparse.Namespace) -> object:
+    from messenger.settings import ServeSettings
+
+    overrides = {
+        key: value
+        for key in ("bind_host", "mqtt_port", "ws_port", "api_port", "database_url", "redis_url")
+        if (value := getattr(args, key, None)) is not None
+    }
+    return ServeSettings(**overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from messenger.settings import CommonSettings, ServeSettings
+
+    try:
+        settings = _serve_settings(args) if args.command == "serve" else CommonSettings()
+    except ValidationError as exc:
+        print(f"messenger: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    assert isinstance(settings, CommonSettings)  # noqa: S101 - narrowing for mypy
+    logging.basicConfig(
+        level=os.environ.get("MESSENGER_LOG_LEVEL", settings.log_level).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("amqtt").setLevel(logging.WARNING)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+    if args.command == "serve":
+        from messenger.serve import run
+
+        assert isinstance(settings, ServeSettings)  # noqa: S101 - narrowing for mypy
+        try:
+            asyncio.run(run(settings))
+        except BrokerStartError as exc:
+            print(f"messenger: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "token":
+        secret = settings.hs256_secret()
+        if secret is None:
+            print("messenger: tokens are verified with a public key; the login service issues them",
+                  file=sys.stderr)
+            return 1
+        print(issue_token(secret, args.user, role=Role(args.role), ttl=args.ttl,
+                          audience=settings.jwt_audience, issuer=settings.jwt_issuer))
+        return 0
+
+    from messenger.db import create_db_engine, migrate, session_factory, unit_of_work
+
+    engine = create_db_engine(settings.database_url)
+    try:
+        migrate(engine)
+        if args.command == "users":
+            from messenger.repositories import users
+
+            with unit_of_work(session_factory(engine)) as session:
+                user = users.upsert(session, args.user, args.role, args.display_name)
+                print(f"user {user.id} ({user.role})")
+        return 0
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

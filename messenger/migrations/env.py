@@ -1,0 +1,33 @@
+"""Alembic environment: the engine is handed in by :func:`messenger.db.migrate`."""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import Engine, create_engine
+
+from messenger.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_online() -> None:
+    engine = config.attributes.get("engine")
+    if not isinstance(engine, Engine):
+        url = config.get_main_option("sqlalchemy.url")
+        if not url:
+            raise RuntimeError("run migrations with `messenger db upgrade` or set sqlalchemy.url")
+        engine = create_engine(url)
+    with engine.begin() as connection:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    raise RuntimeError("offline migrations are not supported; run `messenger db upgrade`")
+run_migrations_online()

@@ -1,0 +1,133 @@
+"""Presence store: which devices of a user are online, on which broker node, since when.
+
+The bridge writes it; the API reads it. In-process when no Redis URL is set, Redis otherwise.
+A user is online while any of their devices is.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import redis
+
+from messenger.constants import PRESENCE_DEVICES_KEY, PRESENCE_LAST_SEEN_KEY
+from messenger.exceptions import StoreUnavailable
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    device: str
+    node: str
+    since: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceInfo:
+    user_id: str
+    devices: list[DeviceState] = field(default_factory=list)
+    last_seen: datetime | None = None
+
+    @property
+    def online(self) -> bool:
+        return bool(self.devices)
+
+    @property
+    def since(self) -> datetime | None:
+        return min((d.since for d in self.devices), default=None)
+
+
+class PresenceStore(Protocol):
+    def set_device(self, user_id: str, device: str, *, online: bool, node: str, at: datetime) -> None: ...
+
+    def get(self, user_id: str) -> PresenceInfo: ...
+
+    def ping(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class MemoryPresenceStore:
+    """Presence for one process (``messenger serve`` without Redis)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._devices: dict[str, dict[str, DeviceState]] = {}
+        self._last_seen: dict[str, datetime] = {}
+
+    def set_device(self, user_id: str, device: str, *, online: bool, node: str, at: datetime) -> None:
+        with self._lock:
+            devices = self._devices.setdefault(user_id, {})
+            if online:
+                if device not in devices:
+                    devices[device] = DeviceState(device, node, at)
+            else:
+                devices.pop(device, None)
+                self._last_seen[user_id] = at
+
+    def get(self, user_id: str) -> PresenceInfo:
+        with self._lock:
+            devices = sorted(self._devices.get(user_id, {}).values(), key=lambda d: d.device)
+            return PresenceInfo(user_id, devices, self._last_seen.get(user_id))
+
+    def ping(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        pass
+
+
+class RedisPresenceStore:
+    """Presence in Redis: a hash of online devices per user, and a last-seen time."""
+
+    def __init__(self, url: str) -> None:
+        self._redis = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+
+    def set_device(self, user_id: str, device: str, *, online: bool, node: str, at: datetime) -> None:
+        devices_key = PRESENCE_DEVICES_KEY.format(uid=user_id)
+        try:
+            if online:
+                state = json.dumps({"node": node, "since": at.timestamp()})
+                # keep the first "since" when a device repeats its online state
+                self._redis.hsetnx(devices_key, device, state)
+            else:
+                pipe = self._redis.pipeline()
+                pipe.hdel(devices_key, device)
+                pipe.set(PRESENCE_LAST_SEEN_KEY.format(uid=user_id), str(at.timestamp()))
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"presence store unavailable: {exc}") from exc
+
+    def get(self, user_id: str) -> PresenceInfo:
+        try:
+            pipe = self._redis.pipeline()
+            pipe.hgetall(PRESENCE_DEVICES_KEY.format(uid=user_id))
+            pipe.get(PRESENCE_LAST_SEEN_KEY.format(uid=user_id))
+            raw_devices, raw_last_seen = pipe.execute()
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"presence store unavailable: {exc}") from exc
+        devices = []
+        for device, raw in sorted(raw_devices.items()):
+            state = json.loads(raw)
+            devices.append(
+                DeviceState(device.decode(), state["node"], datetime.fromtimestamp(state["since"], UTC))
+            )
+        last_seen = datetime.fromtimestamp(float(raw_last_seen), UTC) if raw_last_seen else None
+        return PresenceInfo(user_id, devices, last_seen)
+
+    def ping(self) -> bool:
+        try:
+            return bool(self._redis.ping())
+        except redis.RedisError:
+            return False
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def create_presence_store(redis_url: str | None) -> PresenceStore:
+    """Redis when a URL is configured, else in-process."""
+    return RedisPresenceStore(redis_url) if redis_url else MemoryPresenceStore()

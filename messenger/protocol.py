@@ -1,0 +1,199 @@
+"""The MQTT protocol v1 (SPEC section 4): inbound commands and the payloads the handler publishes.
+
+Parsing is strict and never raises anything but :class:`InvalidCommand`, whose ``code`` is one
+of :data:`ERROR_CODES`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from acl.principal import USER_ID_PATTERN
+from messenger.constants import MAX_PAYLOAD_BYTES
+from messenger.exceptions import InvalidCommand
+from messenger.models import Message
+
+#: Stable error codes sent in ``error`` events.
+ERROR_CODES: Final = frozenset(
+    {
+        "payload_too_large",
+        "invalid_json",
+        "invalid_payload",
+        "unknown_type",
+        "unknown_recipient",
+        "invalid_recipient",
+        "not_supported",
+        "internal_error",
+    }
+)
+
+UserId = Annotated[str, StringConstraints(pattern=f"^{USER_ID_PATTERN}$")]
+ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+Body = Annotated[str, StringConstraints(max_length=MAX_PAYLOAD_BYTES)]
+
+
+class _Command(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Tip(_Command):
+    amount: int = Field(gt=0)
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class SendMessage(_Command):
+    """``{"type": "message", "id": "<client uuid>", "to": "bob", "body": "hi"}``"""
+
+    type: Literal["message"]
+    id: ClientMsgId
+    to: UserId | None = None
+    list: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    body: Body
+    tip: Tip | None = None
+
+
+class MarkRead(_Command):
+    """``{"type": "read", "up_to": 12345}``; ``with`` limits it to one conversation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    type: Literal["read"]
+    up_to: int = Field(ge=0)
+    peer: UserId | None = Field(default=None, alias="with")
+
+
+class Typing(_Command):
+    type: Literal["typing"]
+    to: UserId
+
+
+class Sync(_Command):
+    """``{"type": "sync"}`` (unread) or ``{"type": "sync", "after": 12000}``."""
+
+    type: Literal["sync"]
+    after: int | None = Field(default=None, ge=0)
+
+
+Command = Annotated[SendMessage | MarkRead | Typing | Sync, Field(discriminator="type")]
+_COMMAND: Final[TypeAdapter[SendMessage | MarkRead | Typing | Sync]] = TypeAdapter(Command)
+COMMAND_TYPES: Final = frozenset({"message", "read", "typing", "sync"})
+
+
+def parse_command(payload: bytes) -> SendMessage | MarkRead | Typing | Sync:
+    """Decode and validate one inbound command."""
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise InvalidCommand(
+            f"payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}", code="payload_too_large"
+        )
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidCommand(f"payload is not UTF-8 JSON: {exc}", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise InvalidCommand("a command is a JSON object", code="invalid_payload")
+    if data.get("type") not in COMMAND_TYPES:
+        raise InvalidCommand(
+            f"unknown command type {data.get('type')!r}; expected one of {sorted(COMMAND_TYPES)}",
+            code="unknown_type",
+        )
+    try:
+        command = _COMMAND.validate_python(data)
+    except ValidationError as exc:
+        raise InvalidCommand(_describe(exc), code="invalid_payload") from exc
+    if isinstance(command, SendMessage) and (command.to is None) == (command.list is None):
+        raise InvalidCommand("a message has exactly one of 'to' or 'list'", code="invalid_payload")
+    return command
+
+
+def client_id_of(payload: bytes) -> str | None:
+    """Best-effort client id of a command that failed validation, to echo in the error event."""
+    try:
+        data = json.loads(payload[:MAX_PAYLOAD_BYTES].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    value = data.get("id") if isinstance(data, dict) else None
+    return value[:64] if isinstance(value, str) else None
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False)[:5]:
+        where = ".".join(str(p) for p in error["loc"][1:]) or "payload"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def format_time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def message_payload(message: Message) -> dict[str, Any]:
+    """What ``users/{uid}/messages`` carries for one stored message."""
+    tip = None
+    if message.tip_amount is not None:
+        tip = {"amount": message.tip_amount, "currency": message.tip_currency, "status": message.tip_status}
+    return {
+        "type": "message",
+        "id": message.id,
+        "client_id": message.client_msg_id,
+        "from": message.sender_id,
+        "to": message.recipient_id,
+        "body": message.body,
+        "sent_at": format_time(message.sent_at),
+        "read_at": format_time(message.read_at),
+        "tip": tip,
+        "list": message.list_id,
+    }
+
+
+def ack_event(message: Message, *, duplicate: bool) -> dict[str, Any]:
+    return {
+        "type": "ack",
+        "client_id": message.client_msg_id,
+        "id": message.id,
+        "status": "sent",
+        "duplicate": duplicate,
+        "sent_at": format_time(message.sent_at),
+    }
+
+
+def error_event(code: str, detail: str, client_id: str | None = None) -> dict[str, Any]:
+    return {"type": "error", "client_id": client_id, "code": code, "detail": detail}
+
+
+def read_event(by: str, up_to: int) -> dict[str, Any]:
+    return {"type": "read", "by": by, "up_to": up_to}
+
+
+def typing_event(sender: str) -> dict[str, Any]:
+    return {"type": "typing", "from": sender}
+
+
+def synced_event(last_id: int | None, more: bool) -> dict[str, Any]:
+    return {"type": "synced", "last_id": last_id, "more": more}
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def parse_presence(payload: bytes) -> bool | None:
+    """Online state carried by a presence message; None when the payload is not a presence state.
+
+    Accepts ``online``/``offline`` as plain text or ``{"status": "online"}``; an empty payload
+    (a cleared retained message) means offline.
+    """
+    text = payload.decode("utf-8", "replace").strip()
+    if not text:
+        return False
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return None
+        text = data.get("status", "") if isinstance(data, dict) else ""
+    return {"online": True, "offline": False}.get(text.strip().lower()) if isinstance(text, str) else None

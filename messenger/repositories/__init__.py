@@ -1,0 +1,1 @@
+"""Repositories: queries and writes on one Session. They may flush, never commit."""

@@ -1,0 +1,140 @@
+"""Messages: idempotent batch storage, history, unread and read marks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from messenger.models import Message, utcnow
+
+MessageKey = tuple[str, str, str]  # (sender_id, client_msg_id, recipient_id): the idempotency key
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    sender_id: str
+    recipient_id: str
+    client_msg_id: str
+    body: str
+    blocked: bool = False
+    list_id: str | None = None
+
+    @property
+    def key(self) -> MessageKey:
+        return (self.sender_id, self.client_msg_id, self.recipient_id)
+
+
+def by_keys(session: Session, keys: Sequence[MessageKey]) -> dict[MessageKey, Message]:
+    """Stored messages for the given idempotency keys, in one query."""
+    if not keys:
+        return {}
+    rows = session.scalars(
+        select(Message).where(
+            tuple_(Message.sender_id, Message.client_msg_id, Message.recipient_id).in_(list(set(keys)))
+        )
+    )
+    return {(m.sender_id, m.client_msg_id, m.recipient_id): m for m in rows}
+
+
+def store_many(session: Session, new: Sequence[NewMessage]) -> list[tuple[Message, bool]]:
+    """Store messages idempotently with one multi-row INSERT.
+
+    Returns, for each input in order, the stored row and whether this call created it. A
+    message whose key is already stored (a redelivery) returns the original row. A concurrent
+    writer inserting the same key makes the flush fail with IntegrityError; the caller retries
+    the unit of work, whose lookup then finds the row.
+    """
+    found = by_keys(session, [n.key for n in new])
+    pending: dict[MessageKey, NewMessage] = {}
+    for item in new:
+        if item.key not in found:
+            pending.setdefault(item.key, item)
+    created: set[MessageKey] = set()
+    if pending:
+        now = utcnow()
+        values = [asdict(item) | {"sent_at": now} for item in pending.values()]
+        rows = session.scalars(
+            insert(Message).returning(Message, sort_by_parameter_order=True), values
+        ).all()
+        for row in rows:
+            key = (row.sender_id, row.client_msg_id, row.recipient_id)
+            found[key] = row
+            created.add(key)
+    result: list[tuple[Message, bool]] = []
+    for item in new:
+        first_time = item.key in created
+        created.discard(item.key)  # a key repeated inside the batch is "created" only once
+        result.append((found[item.key], first_time))
+    return result
+
+
+def conversation(
+    session: Session,
+    viewer: str,
+    peer: str,
+    *,
+    before: int | None = None,
+    after: int | None = None,
+    limit: int = 50,
+    newest_first: bool = True,
+) -> list[Message]:
+    """One conversation's history by keyset on ``id``.
+
+    Messages ``peer`` sent to ``viewer`` while blocked are left out. Messages ``viewer`` sent
+    are always shown to ``viewer``: hiding them would tell the sender they are blocked.
+    Each direction is read through its own (sender, recipient, id) index range and merged.
+    """
+
+    def page(sender: str, recipient: str, hide_blocked: bool) -> list[Message]:
+        query = select(Message).where(Message.sender_id == sender, Message.recipient_id == recipient)
+        if hide_blocked:
+            query = query.where(Message.blocked.is_(False))
+        if before is not None:
+            query = query.where(Message.id < before)
+        if after is not None:
+            query = query.where(Message.id > after)
+        order = Message.id.desc() if newest_first else Message.id.asc()
+        return list(session.scalars(query.order_by(order).limit(limit)))
+
+    rows = page(viewer, peer, False) + ([] if viewer == peer else page(peer, viewer, True))
+    rows.sort(key=lambda m: m.id, reverse=newest_first)
+    return rows[:limit]
+
+
+def unread(session: Session, user_id: str, *, after: int | None = None, limit: int = 100) -> list[Message]:
+    """Messages to ``user_id`` in id order: unread ones, or all those after ``after``; never blocked ones."""
+    query = select(Message).where(Message.recipient_id == user_id, Message.blocked.is_(False))
+    if after is None:
+        query = query.where(Message.read_at.is_(None))
+    else:
+        query = query.where(Message.id > after)
+    return list(session.scalars(query.order_by(Message.id).limit(limit)))
+
+
+def mark_read(
+    session: Session, reader: str, up_to: int, *, peer: str | None = None, at: datetime | None = None
+) -> dict[str, int]:
+    """Mark messages to ``reader`` with id <= ``up_to`` read (optionally only from ``peer``).
+
+    Returns, per sender whose messages changed, the highest id marked: what their ``read``
+    event reports.
+    """
+    conditions = [
+        Message.recipient_id == reader,
+        Message.id <= up_to,
+        Message.read_at.is_(None),
+        Message.blocked.is_(False),
+    ]
+    if peer is not None:
+        conditions.append(Message.sender_id == peer)
+    rows = session.execute(
+        select(Message.sender_id, func.max(Message.id)).where(*conditions).group_by(Message.sender_id)
+    )
+    senders = {sender: top for sender, top in rows}
+    if senders:
+        session.execute(update(Message).where(*conditions).values(read_at=at or utcnow()))
+    return senders

@@ -1,0 +1,49 @@
+"""Users: provisioning and lookups."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from messenger.models import User
+
+
+def get(session: Session, user_id: str) -> User | None:
+    return session.get(User, user_id)
+
+
+def existing_ids(session: Session, user_ids: Iterable[str]) -> set[str]:
+    """The subset of ``user_ids`` that exist."""
+    wanted = set(user_ids)
+    if not wanted:
+        return set()
+    return set(session.scalars(select(User.id).where(User.id.in_(wanted))))
+
+
+def ensure(session: Session, user_id: str, role: str, display_name: str | None = None) -> User:
+    """Return the user, creating it with ``role`` if it does not exist (safe against a concurrent insert)."""
+    user = session.get(User, user_id)
+    if user is not None:
+        return user
+    try:
+        with session.begin_nested():
+            user = User(id=user_id, role=role, display_name=display_name)
+            session.add(user)
+    except IntegrityError:
+        user = session.get(User, user_id)
+        if user is None:  # pragma: no cover - the row was there a moment ago
+            raise
+    return user
+
+
+def upsert(session: Session, user_id: str, role: str, display_name: str | None = None) -> User:
+    """Create the user or update its role (and display name when given)."""
+    user = ensure(session, user_id, role, display_name)
+    user.role = role
+    if display_name is not None:
+        user.display_name = display_name
+    session.flush()
+    return user

@@ -1,0 +1,195 @@
+"""``messenger serve``: broker, handler, presence bridge and REST API in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from acl.principal import Principal
+from acl.tokens import TokenVerifier
+from api.app import create_app
+from api.deps import ApiDeps
+from bridge.bridge import PresenceBridge
+from broker.exceptions import BrokerStartError
+from broker.server import EmbeddedBroker, Listeners
+from handler.consumer import HandlerConsumer
+from handler.processor import CommandProcessor
+from messenger.db import create_db_engine, migrate, session_factory, unit_of_work
+from messenger.mqtt import service_client
+from messenger.presence import create_presence_store
+from messenger.repositories import users
+from messenger.settings import ServeSettings
+
+logger = logging.getLogger(__name__)
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: ``serve`` owns SIGINT/SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class UserProvisioner:
+    """Creates a user from its token's claims on its first successful CONNECT."""
+
+    def __init__(self, sessions: object) -> None:
+        self._sessions = sessions
+        self._known: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, principal: Principal) -> None:
+        with self._lock:
+            if principal.user_id in self._known:
+                return
+        with unit_of_work(self._sessions) as session:  # type: ignore[arg-type]
+            users.ensure(session, principal.user_id, principal.role.value)
+        with self._lock:
+            self._known.add(principal.user_id)
+
+    async def provision(self, principal: Principal) -> None:
+        await asyncio.to_thread(self, principal)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    mqtt: tuple[str, int]
+    ws: tuple[str, int] | None
+    api: tuple[str, int]
+
+
+class Messenger:
+    """All components wired together; ``start`` and ``stop`` are idempotent-safe and ordered."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self.engine = create_db_engine(settings.database_url)
+        self.sessions = session_factory(self.engine)
+        self.presence = create_presence_store(settings.redis_url)
+        self.verifier = TokenVerifier(settings.token_config())
+        self.provisioner = UserProvisioner(self.sessions)
+        self.broker = EmbeddedBroker(
+            self.verifier,
+            host=settings.bind_host,
+            mqtt_port=settings.mqtt_port,
+            ws_port=settings.ws_port,
+            on_authenticated=self.provisioner.provision,
+        )
+        self.handler: HandlerConsumer | None = None
+        self.bridge: PresenceBridge | None = None
+        self._api: _QuietServer | None = None
+        self._api_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> Endpoints:
+        s = self.settings
+        api_sock = _listen(s.bind_host, s.api_port)  # first, so a taken port fails before anything starts
+        try:
+            await asyncio.to_thread(migrate, self.engine)
+            listeners = await self.broker.start()
+            await self._start_workers(listeners)
+            app = create_app(
+                ApiDeps(self.sessions, self.presence, self.verifier, s.login_url, s.history_max_limit)
+            )
+            config = uvicorn.Config(app, log_level=s.log_level.lower(), access_log=False, lifespan="off")
+            self._api = _QuietServer(config)
+            self._api_task = asyncio.create_task(self._api.serve(sockets=[api_sock]))
+            while not self._api.started:
+                if self._api_task.done():
+                    await self._api_task
+                    raise RuntimeError("the REST API stopped during start-up")
+                await asyncio.sleep(0.02)
+            host, port = api_sock.getsockname()[:2]
+        except BaseException:
+            api_sock.close()
+            await self.stop()
+            raise
+        return Endpoints(listeners.mqtt, listeners.ws, (str(host), int(port)))
+
+    async def _start_workers(self, listeners: Listeners) -> None:
+        s = self.settings
+        host, port = listeners.mqtt
+        token = s.resolve_service_token()
+        handler_client = service_client(
+            user=s.service_user, token=token, name=f"handler-{s.node_id}", clean_session=False,
+            manual_ack=True, max_inflight=s.max_inflight,
+        )
+        self.handler = HandlerConsumer(
+            handler_client,
+            CommandProcessor(self.sessions, sync_page_size=s.sync_page_size),
+            batch_size=s.batch_size,
+            batch_wait_s=s.batch_wait_ms / 1000,
+        )
+        await asyncio.to_thread(self.handler.start, host, port)
+        bridge_client = service_client(
+            user=s.service_user, token=token, name=f"bridge-{s.node_id}", manual_ack=True
+        )
+        self.bridge = PresenceBridge(bridge_client, self.presence, node_id=s.node_id)
+        await asyncio.to_thread(self.bridge.start, host, port)
+
+    async def stop(self) -> None:
+        if self._api is not None and self._api_task is not None:
+            self._api.should_exit = True
+            with contextlib.suppress(Exception):
+                await self._api_task
+        for worker in (self.handler, self.bridge):
+            if worker is not None:
+                await asyncio.to_thread(worker.stop)
+        await self.broker.stop()
+        self.presence.close()
+        self.engine.dispose()
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise BrokerStartError(_port_message(exc, host, port, "--api-port", "MESSENGER_API_PORT")) from exc
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def _port_message(exc: OSError, host: str, port: int, flag: str, env: str) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} on {host} is already in use; choose another with {flag} or {env}"
+    return f"cannot listen on {host}:{port}: {exc.strerror}"
+
+
+async def run(settings: ServeSettings) -> None:
+    """Run until SIGINT or SIGTERM, printing where each listener is."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app = Messenger(settings)
+    endpoints = await app.start()
+    database = app.engine.url.render_as_string(hide_password=True)
+    presence = "Redis " + settings.redis_url if settings.redis_url else "in-process"
+    ws = f"ws://{endpoints.ws[0]}:{endpoints.ws[1]}/mqtt" if endpoints.ws else "off"
+    print(
+        "Messenger is running\n"
+        f"  MQTT      mqtt://{endpoints.mqtt[0]}:{endpoints.mqtt[1]}\n"
+        f"  WebSocket {ws}\n"
+        f"  REST API  http://{endpoints.api[0]}:{endpoints.api[1]}  (OpenAPI at /docs)\n"
+        f"  database  {database}\n"
+        f"  presence  {presence}\n"
+        "Press Ctrl-C to stop.",
+        flush=True,
+    )
+    await stop.wait()
+    print("Stopping...", flush=True)
+    await app.stop()
+    print("Stopped.", flush=True)

@@ -1,0 +1,137 @@
+"""Configuration, read from ``MESSENGER_*`` environment variables (pydantic-settings).
+
+One class per process; ``messenger serve`` combines them all. Build them with the cached
+``get_*_settings()`` functions, never at import time.
+"""
+
+from __future__ import annotations
+
+import socket
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from acl.principal import Role
+from acl.tokens import TokenConfig, issue_token
+from messenger import constants
+
+
+class CommonSettings(BaseSettings):
+    """Settings every process needs: database, presence store, tokens."""
+
+    model_config = SettingsConfigDict(env_prefix="MESSENGER_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = "sqlite:///var/messenger.db"
+    redis_url: str | None = None
+    dev_secret: SecretStr = SecretStr(constants.DEV_SECRET)
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="Shared HS256 secret of the login service (replaces the dev secret)."
+    )
+    jwt_public_key: SecretStr | None = Field(default=None, description="PEM public key (RS256/ES256/EdDSA).")
+    jwt_public_key_file: Path | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    login_url: str = "http://localhost:3000/login"
+    node_id: str = Field(default_factory=socket.gethostname)
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_dev_secret_outside_development(self) -> Self:
+        if self.environment == "production" and self.hs256_secret() == constants.DEV_SECRET:
+            raise ValueError(
+                "MESSENGER_ENVIRONMENT=production refuses the development token secret: set "
+                "MESSENGER_JWT_SECRET or MESSENGER_JWT_PUBLIC_KEY(_FILE)"
+            )
+        return self
+
+    def hs256_secret(self) -> str | None:
+        """The HS256 secret in force: the login service's, else the dev one (unless a key is set)."""
+        if self.jwt_secret is not None:
+            return self.jwt_secret.get_secret_value()
+        if self.public_key_pem() is not None:
+            return None
+        return self.dev_secret.get_secret_value()
+
+    def public_key_pem(self) -> str | None:
+        if self.jwt_public_key is not None:
+            return self.jwt_public_key.get_secret_value()
+        if self.jwt_public_key_file is not None:
+            return self.jwt_public_key_file.read_text()
+        return None
+
+    def token_config(self) -> TokenConfig:
+        return TokenConfig(
+            hs256_secret=self.hs256_secret(),
+            public_key_pem=self.public_key_pem(),
+            audience=self.jwt_audience,
+            issuer=self.jwt_issuer,
+        )
+
+
+class ServiceClientSettings(CommonSettings):
+    """How the handler and the bridge reach the broker, as the service account."""
+
+    mqtt_host: str = constants.DEFAULT_BIND_HOST
+    mqtt_port: int = constants.DEFAULT_MQTT_PORT
+    service_user: str = constants.DEFAULT_SERVICE_USER
+    service_token: SecretStr | None = Field(
+        default=None, description="Bearer token of the service account; minted from the HS256 secret if unset."
+    )
+
+    def resolve_service_token(self) -> str:
+        """The configured service token, or a fresh one signed with the HS256 secret."""
+        if self.service_token is not None:
+            return self.service_token.get_secret_value()
+        secret = self.hs256_secret()
+        if secret is None:
+            raise ValueError("MESSENGER_SERVICE_TOKEN is required when tokens are verified with a public key")
+        return issue_token(
+            secret,
+            self.service_user,
+            role=Role.SERVICE,
+            ttl=timedelta(days=365),
+            audience=self.jwt_audience,
+            issuer=self.jwt_issuer,
+        )
+
+
+class HandlerSettings(ServiceClientSettings):
+    batch_size: int = Field(default=500, ge=1, le=10_000, description="Most inbound commands per transaction.")
+    batch_wait_ms: float = Field(default=2.0, ge=0, description="How long a batch waits to fill up.")
+    sync_page_size: int = Field(default=100, ge=1, le=1000)
+    max_inflight: int = Field(default=1000, ge=1, le=65_000)
+
+
+class BridgeSettings(ServiceClientSettings):
+    pass
+
+
+class BrokerSettings(CommonSettings):
+    bind_host: str = constants.DEFAULT_BIND_HOST
+    mqtt_port: int = constants.DEFAULT_MQTT_PORT
+    ws_port: int = constants.DEFAULT_WS_PORT
+
+
+class ApiSettings(CommonSettings):
+    bind_host: str = constants.DEFAULT_BIND_HOST
+    api_port: int = constants.DEFAULT_API_PORT
+    history_max_limit: int = Field(default=200, ge=1)
+
+
+class ServeSettings(HandlerSettings, BrokerSettings, ApiSettings):
+    """Everything in one process on embedded defaults (``messenger serve``)."""
+
+
+@lru_cache
+def get_serve_settings() -> ServeSettings:
+    return ServeSettings()
+
+
+@lru_cache
+def get_common_settings() -> CommonSettings:
+    return CommonSettings()
