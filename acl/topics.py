@@ -128,8 +128,8 @@ def can_publish(p: Principal, topic: str, *, retain: bool = False) -> bool:
         return False
     if p.is_service:
         return not retain and _is_user_stream(levels, uid=None)
-    if len(levels) == 2:
-        return not retain and levels[0] == _INBOUND and levels[1] == p.user_id
+    if _is_inbound(levels, uid=p.user_id):
+        return not retain
     # Retained is fine on presence: it is the point of the topic.
     return _is_presence(levels, uid=p.user_id)
 

@@ -32,9 +32,9 @@ class MessageOut(BaseModel):
     @classmethod
     def of(cls, m: Message) -> MessageOut:
         tip = TipOut(amount=m.tip_amount, currency=m.tip_currency, status=m.tip_status) if m.tip_amount else None
-        return cls(
-            id=m.id, client_id=m.client_msg_id, sender=m.sender_id, to=m.recipient_id, body=m.body,
-            sent_at=m.sent_at, read_at=m.read_at, tip=tip, list=m.list_id,
+        return cls.model_validate(
+            {"id": m.id, "client_id": m.client_msg_id, "from": m.sender_id, "to": m.recipient_id, "body": m.body,
+             "sent_at": m.sent_at, "read_at": m.read_at, "tip": tip, "list": m.list_id}
         )
 
 

@@ -92,7 +92,7 @@ class PresenceBridge:
         self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        change = presence_change(msg.topic, msg.payload, datetime.now(UTC))
+        change = presence_change(msg.topic, bytes(msg.payload), datetime.now(UTC))
         if change is None:
             logger.info("ignoring a malformed presence message on %s", msg.topic)
             if msg.qos:

@@ -99,7 +99,7 @@ class MessengerAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
             except Exception:
                 logger.exception("could not provision user %s; refusing CONNECT", principal.user_id)
                 return False
-        self._principals[session.client_id] = principal
+        self._principals[str(session.client_id)] = principal
         return True
 
     async def topic_filtering(

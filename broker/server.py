@@ -59,7 +59,7 @@ class MessengerBroker(Broker):
 
         session = incoming
         if incoming.clean_session:
-            await self._delete_session(incoming.client_id)
+            await self._delete_session(str(incoming.client_id))
             incoming.parent = 0
         elif incoming.client_id in self._sessions:
             # a persistent session: the new CONNECT brings new credentials and a new Will

@@ -103,7 +103,7 @@ class HandlerConsumer:
             logger.warning("handler lost the broker (%s); reconnecting", reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(_Received(Inbound(msg.topic, msg.payload, bool(msg.retain)), msg.mid, msg.qos))
+        self._queue.put(_Received(Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)), msg.mid, msg.qos))
 
     # worker thread
 

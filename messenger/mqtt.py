@@ -6,7 +6,7 @@ import logging
 import uuid
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ def service_client(
     clean_session: bool = True,
     manual_ack: bool = False,
     max_inflight: int = 1000,
-    protocol: int = mqtt.MQTTv311,
+    protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
 ) -> mqtt.Client:
     """A paho client logged in as the service account, with client id ``{user}/{name}``.
 
@@ -30,7 +30,7 @@ def service_client(
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
-        clean_session=clean_session if protocol != mqtt.MQTTv5 else None,
+        clean_session=clean_session if protocol != MQTTProtocolVersion.MQTTv5 else None,
         protocol=protocol,
         manual_ack=manual_ack,
     )

@@ -1,0 +1,178 @@
+"""Shared fixtures: real databases, Redis and a whole Messenger stack on ephemeral ports.
+
+Backends come from the environment, with localhost defaults:
+
+* ``MESSENGER_TEST_BACKENDS``: comma-separated subset of ``sqlite,mariadb`` (default both).
+* ``MESSENGER_TEST_MARIADB_URL`` (default ``mysql+pymysql://root@127.0.0.1:3306/test``).
+* ``MESSENGER_TEST_PRESENCE``: subset of ``memory,redis`` (default both);
+  ``MESSENGER_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``).
+
+A requested backend that does not answer fails the run: CI must exercise the real services.
+Tests isolate themselves with unique user ids, never by wiping shared tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from acl.principal import Role
+from acl.tokens import issue_token
+from messenger.constants import DEV_SECRET
+from messenger.db import create_db_engine, migrate, session_factory, unit_of_work
+from messenger.presence import MemoryPresenceStore, PresenceStore, RedisPresenceStore
+from messenger.repositories import users
+from messenger.serve import Endpoints, Messenger
+from messenger.settings import ServeSettings
+
+MARIADB_URL = os.environ.get("MESSENGER_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+REDIS_URL = os.environ.get("MESSENGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+BACKENDS = [b for b in os.environ.get("MESSENGER_TEST_BACKENDS", "sqlite,mariadb").split(",") if b]
+PRESENCE = [p for p in os.environ.get("MESSENGER_TEST_PRESENCE", "memory,redis").split(",") if p]
+
+
+def pytest_report_header() -> list[str]:
+    return [f"messenger backends: {','.join(BACKENDS)}; presence: {','.join(PRESENCE)}"]
+
+
+def _database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('db') / 'messenger-test.db'}"
+    if backend == "mariadb":
+        return MARIADB_URL
+    raise ValueError(f"unknown backend {backend!r}")
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    """Each configured database backend, migrated once per session."""
+    engine = create_db_engine(_database_url(request.param, tmp_path_factory))
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return session_factory(engine)
+
+
+@pytest.fixture
+def make_uid() -> Callable[[str], str]:
+    """Unique user ids, so tests sharing a database never see each other's rows."""
+
+    def make(name: str = "u") -> str:
+        return f"{name}-{uuid.uuid4().hex[:10]}"
+
+    return make
+
+
+@pytest.fixture
+def make_user(sessions: sessionmaker[Session], make_uid: Callable[[str], str]) -> Callable[..., str]:
+    """Create a user in the database and return its id."""
+
+    def make(name: str = "u", role: str = "member") -> str:
+        user_id = make_uid(name)
+        with unit_of_work(sessions) as session:
+            users.ensure(session, user_id, role)
+        return user_id
+
+    return make
+
+
+@pytest.fixture(params=PRESENCE)
+def presence_store(request: pytest.FixtureRequest) -> Iterator[PresenceStore]:
+    store: PresenceStore = RedisPresenceStore(REDIS_URL) if request.param == "redis" else MemoryPresenceStore()
+    if not store.ping():
+        pytest.fail(f"presence store {request.param} is not reachable at {REDIS_URL}")
+    yield store
+    store.close()
+
+
+def token(user_id: str, role: Role = Role.MEMBER, **kwargs: object) -> str:
+    """A dev token, as ``messenger token issue`` prints it."""
+    return issue_token(DEV_SECRET, user_id, role=role, **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass
+class Stack:
+    """A running ``messenger serve`` (in a background event loop) and what tests need to use it."""
+
+    app: Messenger
+    endpoints: Endpoints
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.endpoints.mqtt[1]
+
+    @property
+    def ws_port(self) -> int:
+        assert self.endpoints.ws is not None
+        return self.endpoints.ws[1]
+
+    @property
+    def api_url(self) -> str:
+        host, port = self.endpoints.api
+        return f"http://{host}:{port}"
+
+    @property
+    def sessions(self) -> sessionmaker[Session]:
+        return self.app.sessions
+
+
+class _LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="stack-loop", daemon=True)
+        self.thread.start()
+
+    def run(self, coro: object, timeout: float = 30) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()
+
+
+@pytest.fixture(scope="module", params=[(b, p) for b in BACKENDS for p in PRESENCE],
+                ids=lambda bp: f"{bp[0]}-{bp[1]}")
+def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The whole product on ephemeral loopback ports, against each database and presence store."""
+    backend, presence = request.param
+    database_url = _database_url(backend, tmp_path_factory)
+    settings = ServeSettings(
+        environment="test",
+        database_url=database_url,
+        redis_url=REDIS_URL if presence == "redis" else None,
+        bind_host="127.0.0.1",
+        mqtt_port=0,
+        ws_port=0,
+        api_port=0,
+        node_id=f"test-{uuid.uuid4().hex[:6]}",
+        service_user=f"svc-{uuid.uuid4().hex[:6]}",
+        log_level="WARNING",
+    )
+    loop = _LoopThread()
+    app = Messenger(settings)
+    endpoints = loop.run(app.start())
+    assert isinstance(endpoints, Endpoints)
+    try:
+        yield Stack(app, endpoints)
+    finally:
+        loop.run(app.stop())
+        loop.close()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
