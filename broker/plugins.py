@@ -105,6 +105,10 @@ class MessengerAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: AmqttAction | None = None
     ) -> bool:
+        return self.allows(session, topic, action)
+
+    def allows(self, session: Session | None, topic: str | None, action: AmqttAction | None) -> bool:
+        """The topic decision, synchronously (the broker calls this on its hot path)."""
         if session is None or topic is None or action is None or session.client_id is None:
             return False
         principal = self._principals.get(session.client_id)

@@ -12,6 +12,7 @@ from typing import Any
 
 from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
+from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, BrokerError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -37,6 +38,8 @@ class MessengerBroker(Broker):
     * Nothing but presence is retained: amqtt replays retained messages without a read check,
       so a retained message anywhere else could leak.
     """
+
+    _acl: MessengerAclPlugin | None = None
 
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
@@ -84,6 +87,16 @@ class MessengerBroker(Broker):
         authenticated = bool(getattr(session, "messenger_authenticated", False))
         session.messenger_authenticated = False  # type: ignore[attr-defined]
         return authenticated
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        # amqtt runs every plugin check as a new task and gathers them: several tasks per
+        # message relayed. The ACL is pure and fast, so ask it directly.
+        if self._acl is None:
+            plugin = self.plugins_manager.get_plugin(MessengerAclPlugin.__name__)
+            if not isinstance(plugin, MessengerAclPlugin):
+                return False
+            self._acl = plugin
+        return self._acl.allows(session, topic, action)
 
     async def retain_message(
         self,

@@ -1,9 +1,9 @@
 """The handler's MQTT side: consume inbound commands, publish results, ack after the commit.
 
-paho's network thread only queues what arrives. One worker thread takes up to ``batch_size``
-messages at a time, has the processor commit them in one transaction, publishes the results
-with many QoS 1 messages in flight, waits for the broker to take them, and only then acks the
-inbound messages. A crash anywhere before the ack makes the broker redeliver, and the
+paho's network thread only queues what arrives. A worker thread takes up to ``batch_size``
+messages at a time, has the processor commit them in one transaction and publishes the results
+with many QoS 1 messages in flight; an acker thread waits for the broker to take them and only
+then acks the inbound messages, while the worker goes on with the next batch. A crash anywhere before the ack makes the broker redeliver, and the
 processor's idempotency turns the redelivery into the same result.
 """
 
@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from acl.topics import INBOUND_FILTER, PRESENCE_FILTER
-from handler.processor import CommandProcessor, Inbound, Outbound
+from handler.processor import CommandProcessor, Inbound
 from messenger.exceptions import StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -57,6 +57,8 @@ class HandlerConsumer:
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
         self._worker = threading.Thread(target=self._run, name="handler-worker", daemon=True)
+        self._acks: queue.Queue[tuple[list[mqtt.MQTTMessageInfo], list[_Received]]] = queue.Queue(maxsize=8)
+        self._acker = threading.Thread(target=self._run_acker, name="handler-acker", daemon=True)
         self.processed = 0
         client.on_connect = self._on_connect
         client.on_message = self._on_message
@@ -68,6 +70,7 @@ class HandlerConsumer:
         self._client.connect_async(host, port, keepalive=30)
         self._client.loop_start()
         self._worker.start()
+        self._acker.start()
         if not self._subscribed.wait(wait_s):
             self.stop()
             raise TimeoutError(f"handler could not subscribe on {host}:{port} within {wait_s}s")
@@ -75,8 +78,9 @@ class HandlerConsumer:
     def stop(self) -> None:
         """Finish the batch in hand, then disconnect. Unacked messages will be redelivered."""
         self._stopping.set()
-        if self._worker.is_alive():
-            self._worker.join(timeout=PUBLISH_TIMEOUT_S)
+        for thread in (self._worker, self._acker):
+            if thread.is_alive():
+                thread.join(timeout=PUBLISH_TIMEOUT_S)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -137,11 +141,10 @@ class HandlerConsumer:
         outputs = self._process_until_stored([r.item for r in batch])
         if outputs is None:
             return  # stopping with the database down: leave the batch unacked for redelivery
-        self._publish(outputs)
-        for received in batch:
-            if received.qos > 0:
-                self._client.ack(received.mid, received.qos)
-        self.processed += len(batch)
+        infos = [self._client.publish(o.topic, o.payload, qos=1) for o in outputs]
+        # The acker waits for the broker to take the publishes, then acks; meanwhile this
+        # thread goes on with the next batch (bounded by the acker queue's size).
+        self._acks.put((infos, batch))
 
     def _process_until_stored(self, items: list[Inbound]) -> list[Outbound] | None:
         backoff = 0.1
@@ -155,12 +158,25 @@ class HandlerConsumer:
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 
-    def _publish(self, outputs: list[Outbound]) -> None:
-        infos = [self._client.publish(o.topic, o.payload, qos=1) for o in outputs]
+    def _run_acker(self) -> None:
+        while True:
+            try:
+                infos, batch = self._acks.get(timeout=0.2)
+            except queue.Empty:
+                if self._stopping.is_set() and not self._worker.is_alive():
+                    return
+                continue
+            self._wait_published(infos)
+            for received in batch:
+                if received.qos > 0:
+                    self._client.ack(received.mid, received.qos)
+            self.processed += len(batch)
+
+    def _wait_published(self, infos: list[mqtt.MQTTMessageInfo]) -> None:
         deadline = time.monotonic() + PUBLISH_TIMEOUT_S
         for info in infos:
             remaining = deadline - time.monotonic()
-            if remaining <= 0 or self._stopping.is_set():
+            if remaining <= 0:
                 break
             try:
                 info.wait_for_publish(timeout=remaining)

@@ -30,6 +30,7 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "savepoint", _sqlite_begin_before_savepoint)
         return engine
     if parsed.get_backend_name() in ("mysql", "mariadb"):
         query = dict(parsed.query)
@@ -49,6 +50,15 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
+
+
+def _sqlite_begin_before_savepoint(connection: Any, _name: str) -> None:
+    # pysqlite opens a transaction only before INSERT/UPDATE/DELETE. A SAVEPOINT sent first
+    # (users.ensure, blocks.block) would start a transaction of its own, and its RELEASE would
+    # commit it in the middle of the unit of work: open the real transaction first.
+    dbapi_connection = connection.connection.dbapi_connection
+    if not dbapi_connection.in_transaction:
+        dbapi_connection.execute("BEGIN")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

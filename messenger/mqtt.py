@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
-
-logger = logging.getLogger(__name__)
 
 
 def service_client(
@@ -38,5 +35,4 @@ def service_client(
     client.max_inflight_messages_set(max_inflight)
     client.max_queued_messages_set(0)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
-    client.enable_logger(logging.getLogger(f"{__name__}.{name}"))
     return client

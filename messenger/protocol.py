@@ -95,7 +95,8 @@ def parse_command(payload: bytes) -> SendMessage | MarkRead | Typing | Sync:
         raise InvalidCommand(f"payload is not UTF-8 JSON: {exc}", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise InvalidCommand("a command is a JSON object", code="invalid_payload")
-    if data.get("type") not in COMMAND_TYPES:
+    # a list or object "type" is unhashable: check it is a string before the set lookup
+    if not isinstance(data.get("type"), str) or data["type"] not in COMMAND_TYPES:
         raise InvalidCommand(
             f"unknown command type {data.get('type')!r}; expected one of {sorted(COMMAND_TYPES)}",
             code="unknown_type",

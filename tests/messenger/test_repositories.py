@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from messenger.db import unit_of_work
@@ -472,3 +473,16 @@ def test_unread_excludes_messages_read_through_another_path(sessions: Sessions, 
         session.execute(update(Message).where(Message.id == m1.id).values(read_at=datetime.now(UTC)))
     with unit_of_work(sessions) as session:
         assert [m.id for m in messages.unread(session, me)] == [m2.id]
+
+
+def test_block_of_an_unknown_user_fails_and_leaves_the_transaction_usable(
+    sessions: Sessions, make_user: MakeUser, make_uid: MakeUid
+) -> None:
+    a, b = make_user("fk-a"), make_user("fk-b")
+    with unit_of_work(sessions) as session:
+        with pytest.raises(IntegrityError):
+            blocks.block(session, a, make_uid("fk-ghost"))
+        # the failed savepoint is rolled back alone; the unit of work goes on
+        blocks.block(session, a, b)
+    with unit_of_work(sessions) as session:
+        assert [r.blocked_id for r in blocks.list_for(session, a)] == [b]
