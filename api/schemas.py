@@ -41,6 +41,9 @@ class MessageOut(BaseModel):
 class MessagePage(BaseModel):
     messages: list[MessageOut]
     next_before: int | None = Field(description="Pass as `before` to get the next (older) page; null at the end.")
+    next_after: int | None = Field(
+        default=None, description="With `after` paging: pass as `after` for the next (newer) page; null at the end."
+    )
 
 
 class BlockOut(BaseModel):

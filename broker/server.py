@@ -37,6 +37,7 @@ class MessengerBroker(Broker):
       the credentials, so a client with a bad token could kick a user off.
     * Nothing but presence is retained: amqtt replays retained messages without a read check,
       so a retained message anywhere else could leak.
+    * Retained messages are replayed at CONNECT only for the client's own subscriptions.
     """
 
     _acl: MessengerAclPlugin | None = None
@@ -97,6 +98,20 @@ class MessengerBroker(Broker):
                 return False
             self._acl = plugin
         return self._acl.allows(session, topic, action)
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        # amqtt 0.12 calls this at CONNECT for *every* client's subscription filters, so a
+        # client would get retained messages it never subscribed to. Replay only what this
+        # session holds and may read.
+        topic_filter = subscription[0]
+        holders = self._subscriptions.get(topic_filter, [])
+        if not any(held.client_id == session.client_id for held, _qos in holders):
+            return
+        if not await self._topic_filtering(session, topic_filter, Action.SUBSCRIBE):
+            return
+        await super()._publish_retained_messages_for_subscription(subscription, session)
 
     async def retain_message(
         self,

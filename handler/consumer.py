@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from acl.topics import INBOUND_FILTER, PRESENCE_FILTER
-from handler.processor import CommandProcessor, Inbound
+from handler.processor import CommandProcessor, Inbound, Outbound
 from messenger.exceptions import StoreUnavailable
 
 logger = logging.getLogger(__name__)

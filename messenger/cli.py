@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
@@ -16,6 +17,10 @@ from acl.principal import Role, is_valid_user_id
 from acl.tokens import issue_token
 from broker.exceptions import BrokerStartError
 from messenger import __version__
+from messenger.exceptions import ConfigurationError
+
+if TYPE_CHECKING:
+    from messenger.settings import CommonSettings
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw]?)$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -80,7 +85,7 @@ def _serve_settings(args: argparse.Namespace) -> object:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from messenger.settings import CommonSettings, ServeSettings
+    from messenger.settings import CommonSettings
 
     try:
         settings = _serve_settings(args) if args.command == "serve" else CommonSettings()
@@ -96,15 +101,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("transitions").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
+    try:
+        return _run(args, settings)
+    except (BrokerStartError, ConfigurationError) as exc:
+        print(f"messenger: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, settings: "CommonSettings") -> int:
     if args.command == "serve":
         from messenger.serve import run
+        from messenger.settings import ServeSettings
 
         assert isinstance(settings, ServeSettings)  # noqa: S101 - narrowing for mypy
-        try:
-            asyncio.run(run(settings))
-        except BrokerStartError as exc:
-            print(f"messenger: {exc}", file=sys.stderr)
-            return 1
+        asyncio.run(run(settings))
         return 0
     if args.command == "token":
         secret = settings.hs256_secret()
@@ -112,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
             print("messenger: tokens are verified with a public key; the login service issues them",
                   file=sys.stderr)
             return 1
-        print(issue_token(secret, args.user, role=Role(args.role), ttl=args.ttl,
-                          audience=settings.jwt_audience, issuer=settings.jwt_issuer))
+        try:
+            token = issue_token(secret, args.user, role=Role(args.role), ttl=args.ttl,
+                                audience=settings.jwt_audience, issuer=settings.jwt_issuer)
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        print(token)
         return 0
 
     from messenger.db import create_db_engine, migrate, session_factory, unit_of_work

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
+from sqlalchemy.engine import make_url
 
 from acl.principal import Principal
 from acl.tokens import TokenVerifier
@@ -23,6 +24,7 @@ from broker.exceptions import BrokerStartError
 from broker.server import EmbeddedBroker, Listeners
 from handler.consumer import HandlerConsumer
 from handler.processor import CommandProcessor
+from messenger.exceptions import ConfigurationError
 from messenger.db import create_db_engine, migrate, session_factory, unit_of_work
 from messenger.mqtt import service_client
 from messenger.presence import create_presence_store
@@ -76,7 +78,11 @@ class Messenger:
         self.engine = create_db_engine(settings.database_url)
         self.sessions = session_factory(self.engine)
         self.presence = create_presence_store(settings.redis_url)
-        self.verifier = TokenVerifier(settings.token_config())
+        try:  # configuration mistakes surface here, before any port opens
+            self.verifier = TokenVerifier(settings.token_config())
+            self.service_token = settings.resolve_service_token()
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from exc
         self.provisioner = UserProvisioner(self.sessions)
         self.broker = EmbeddedBroker(
             self.verifier,
@@ -118,7 +124,7 @@ class Messenger:
     async def _start_workers(self, listeners: Listeners) -> None:
         s = self.settings
         host, port = listeners.mqtt
-        token = s.resolve_service_token()
+        token = self.service_token
         handler_client = service_client(
             user=s.service_user, token=token, name=f"handler-{s.node_id}", clean_session=False,
             manual_ack=True, max_inflight=s.max_inflight,
@@ -168,6 +174,10 @@ def _port_message(exc: OSError, host: str, port: int, flag: str, env: str) -> st
     return f"cannot listen on {host}:{port}: {exc.strerror}"
 
 
+def _hide_password(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True) if "@" in url else url
+
+
 async def run(settings: ServeSettings) -> None:
     """Run until SIGINT or SIGTERM, printing where each listener is."""
     stop = asyncio.Event()
@@ -177,7 +187,7 @@ async def run(settings: ServeSettings) -> None:
     app = Messenger(settings)
     endpoints = await app.start()
     database = app.engine.url.render_as_string(hide_password=True)
-    presence = "Redis " + settings.redis_url if settings.redis_url else "in-process"
+    presence = "Redis " + _hide_password(settings.redis_url) if settings.redis_url else "in-process"
     ws = f"ws://{endpoints.ws[0]}:{endpoints.ws[1]}/mqtt" if endpoints.ws else "off"
     print(
         "Messenger is running\n"

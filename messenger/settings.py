@@ -25,7 +25,7 @@ class CommonSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="MESSENGER_", extra="ignore")
 
-    environment: Literal["development", "test", "production"] = "development"
+    environment: Literal["development", "staging", "production"] = "development"
     database_url: str = "sqlite:///var/messenger.db"
     redis_url: str | None = None
     dev_secret: SecretStr = SecretStr(constants.DEV_SECRET)
@@ -42,18 +42,22 @@ class CommonSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_dev_secret_outside_development(self) -> Self:
-        if self.environment == "production" and self.hs256_secret() == constants.DEV_SECRET:
+        if self.environment == "development":
+            return self
+        if self.jwt_secret is None and self.jwt_public_key is None and self.jwt_public_key_file is None:
             raise ValueError(
-                "MESSENGER_ENVIRONMENT=production refuses the development token secret: set "
-                "MESSENGER_JWT_SECRET or MESSENGER_JWT_PUBLIC_KEY(_FILE)"
+                f"MESSENGER_ENVIRONMENT={self.environment} does not accept the development token secret: "
+                "set MESSENGER_JWT_SECRET or MESSENGER_JWT_PUBLIC_KEY(_FILE)"
             )
+        if self.jwt_secret is not None and self.jwt_secret.get_secret_value() == constants.DEV_SECRET:
+            raise ValueError("MESSENGER_JWT_SECRET is the published development secret; use your own")
         return self
 
     def hs256_secret(self) -> str | None:
-        """The HS256 secret in force: the login service's, else the dev one (unless a key is set)."""
+        """The HS256 secret in force: the login service's, else (in development) the dev one."""
         if self.jwt_secret is not None:
             return self.jwt_secret.get_secret_value()
-        if self.public_key_pem() is not None:
+        if self.public_key_pem() is not None or self.environment != "development":
             return None
         return self.dev_secret.get_secret_value()
 

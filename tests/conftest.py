@@ -151,7 +151,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     backend, presence = request.param
     database_url = _database_url(backend, tmp_path_factory)
     settings = ServeSettings(
-        environment="test",
+        environment="development",
         database_url=database_url,
         redis_url=REDIS_URL if presence == "redis" else None,
         bind_host="127.0.0.1",

@@ -25,12 +25,23 @@ def history(
     after: Annotated[int | None, Query(ge=0, description="Only messages with a larger id (newer).")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> MessagePage:
-    """One conversation of the caller, newest first, by keyset on the message id.
+    """One conversation of the caller, by keyset on the message id.
 
-    Messages the peer sent while the caller blocked them are not shown.
+    Newest first, paging back with ``before``; with only ``after``, oldest first from that id,
+    paging forward with ``next_after``. Messages the peer sent while the caller blocked them
+    are not shown.
     """
     if limit > deps.history_max_limit:
         raise ApiError(422, "invalid_request", f"limit is at most {deps.history_max_limit}")
-    rows = messages.conversation(session, principal.user_id, peer, before=before, after=after, limit=limit)
-    next_before = rows[-1].id if len(rows) == limit else None
-    return MessagePage(messages=[MessageOut.of(m) for m in rows], next_before=next_before)
+    forward = after is not None and before is None
+    rows = messages.conversation(
+        session, principal.user_id, peer, before=before, after=after, limit=limit + 1, newest_first=not forward
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    cursor = rows[-1].id if more else None
+    return MessagePage(
+        messages=[MessageOut.of(m) for m in rows],
+        next_before=None if forward else cursor,
+        next_after=cursor if forward else None,
+    )
