@@ -157,11 +157,15 @@ class EmbeddedBroker:
         }
         self._broker: MessengerBroker | None = None
 
-    async def start(self) -> Listeners:
-        """Start listening; raises BrokerStartError naming the port that is taken."""
+    def check_ports(self) -> None:
+        """Raise BrokerStartError, naming the flag to change, if a listener's port is taken."""
         self._check_port(self._mqtt_port, "--mqtt-port", "MESSENGER_MQTT_PORT")
         if self._ws_port is not None:
             self._check_port(self._ws_port, "--ws-port", "MESSENGER_WS_PORT")
+
+    async def start(self) -> Listeners:
+        """Start listening; raises BrokerStartError naming the port that is taken."""
+        self.check_ports()
         self._broker = MessengerBroker(self._config, loop=asyncio.get_running_loop())
         try:
             await self._broker.start()

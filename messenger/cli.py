@@ -90,7 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = _serve_settings(args) if args.command == "serve" else CommonSettings()
     except ValidationError as exc:
-        print(f"messenger: invalid configuration: {exc}", file=sys.stderr)
+        for error in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in error["loc"])
+            setting = f"MESSENGER_{where.upper()}: " if where else ""
+            print(f"messenger: invalid configuration: {setting}{error['msg'].removeprefix('Value error, ')}",
+                  file=sys.stderr)
         return 2
     assert isinstance(settings, CommonSettings)  # noqa: S101 - narrowing for mypy
     logging.basicConfig(

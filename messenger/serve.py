@@ -98,7 +98,8 @@ class Messenger:
 
     async def start(self) -> Endpoints:
         s = self.settings
-        api_sock = _listen(s.bind_host, s.api_port)  # first, so a taken port fails before anything starts
+        self.broker.check_ports()  # a taken port fails before anything starts
+        api_sock = _listen(s.bind_host, s.api_port)
         try:
             await asyncio.to_thread(migrate, self.engine)
             listeners = await self.broker.start()
