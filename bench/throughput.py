@@ -28,11 +28,14 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from acl.tokens import issue_token  # noqa: E402
 from messenger.constants import DEV_SECRET  # noqa: E402
+from messenger.db import create_db_engine  # noqa: E402
+from messenger.models import Message  # noqa: E402
 
 
 def free_port() -> int:
@@ -72,19 +75,21 @@ def main() -> None:
     parser.add_argument("--secret", default=os.environ.get("MESSENGER_DEV_SECRET", DEV_SECRET))
     parser.add_argument("--rate", type=float, default=0, help="total messages/s to offer (0: as fast as possible)")
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--verbose", action="store_true", help="show the spawned server's output")
     args = parser.parse_args()
 
     proc = None
     tmp = tempfile.mkdtemp(prefix="messenger-bench-")
+    database_url = args.database_url or (None if args.no_spawn else f"sqlite:///{tmp}/bench.db")
     port = args.port or free_port()
     if not args.no_spawn:
         env = dict(os.environ, MESSENGER_LOG_LEVEL="WARNING")
         cmd = [sys.executable, "-m", "messenger.cli", "serve", "--mqtt-port", str(port),
                "--ws-port", str(free_port()), "--api-port", str(free_port()),
-               "--database-url", args.database_url or f"sqlite:///{tmp}/bench.db"]
+               "--database-url", str(database_url)]
         if args.redis_url:
             cmd += ["--redis-url", args.redis_url]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL if not args.verbose else None)
     try:
         wait_port(port)
         run = uuid.uuid4().hex[:6]
@@ -105,17 +110,29 @@ def main() -> None:
                     if len(received) >= total:
                         done.set()
 
+        errors: list[dict[str, object]] = []
+
+        def on_event(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+            event = json.loads(msg.payload)
+            if event.get("type") == "error":
+                with lock:
+                    errors.append(event)
+
         subscribed = threading.Semaphore(0)
         receivers = []
         senders = []
         for sender, receiver in pairs:
-            senders.append(client(sender, port, args.secret))  # creates the sender user
+            s = client(sender, port, args.secret)  # connecting creates the sender's user
+            s.on_message = on_event
+            s.on_subscribe = lambda *_a: subscribed.release()
+            s.subscribe(f"users/{sender}/events", qos=1)
+            senders.append(s)
             r = client(receiver, port, args.secret)
             r.on_message = on_message
             r.on_subscribe = lambda *_a: subscribed.release()
             r.subscribe(f"users/{receiver}/messages", qos=1)
             receivers.append(r)
-        for _ in receivers:
+        for _ in receivers + senders:
             subscribed.acquire(timeout=10)
         time.sleep(0.5)
 
@@ -142,6 +159,9 @@ def main() -> None:
             t.join()
         sent_s = time.perf_counter() - start
         finished = done.wait(args.timeout)
+        if not finished:
+            unsent = sum(len(c._out_messages) for c in senders)  # noqa: SLF001 - diagnostics only
+            print(f"still queued or unacked at the senders: {unsent}")
         elapsed = (max(received.values()) if received else time.perf_counter()) - start
         for c in senders + receivers:
             c.disconnect()
@@ -159,6 +179,16 @@ def main() -> None:
         if lat:
             print(f"latency ms          p50 {pct(0.5):.1f}  p99 {pct(0.99):.1f}  max {lat[-1] * 1000:.1f}"
                   f"  mean {statistics.mean(lat) * 1000:.1f}")
+        if errors:
+            print(f"error events        {len(errors)}, e.g. {errors[0]}")
+        if database_url:
+            engine = create_db_engine(database_url)
+            with engine.connect() as conn:
+                stored = conn.execute(
+                    select(func.count()).select_from(Message).where(Message.client_msg_id.like(f"{run}-%"))
+                ).scalar_one()
+            engine.dispose()
+            print(f"stored in database  {stored}/{total}")
         if not finished:
             raise SystemExit(1)
     finally:
