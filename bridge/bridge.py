@@ -76,6 +76,8 @@ class PresenceBridge:
             self._worker.join(timeout=10)
         self._client.disconnect()
         self._client.loop_stop()
+        # paho closes the socket pair of loop_start() only when collected; close it now
+        self._client.reinitialise()
 
     def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode,
                     _props: object = None) -> None:

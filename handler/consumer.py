@@ -83,6 +83,8 @@ class HandlerConsumer:
                 thread.join(timeout=PUBLISH_TIMEOUT_S)
         self._client.disconnect()
         self._client.loop_stop()
+        # paho closes the socket pair of loop_start() only when collected; close it now
+        self._client.reinitialise()
 
     # paho callbacks (network thread): keep them short
 

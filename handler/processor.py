@@ -159,11 +159,16 @@ class CommandProcessor:
         if not sends:
             return []
         out: list[Outbound] = []
-        known = users.existing_ids(session, {cmd.to for _, cmd in sends if cmd.to})
+        known = users.existing_ids(session, {cmd.to for _, cmd in sends if cmd.to} | {s for s, _ in sends})
         refused = blocks.blocked_pairs(session, [(cmd.to, sender) for sender, cmd in sends if cmd.to in known])
         accepted: list[NewMessage] = []
         for sender, cmd in sends:
             assert cmd.to is not None  # noqa: S101 - _parse_command routes only 1:1 messages here
+            if sender not in known:
+                # the broker let in a user nobody provisioned (possible with an external gateway)
+                out.append(_event(sender, protocol.error_event("unknown_sender", "your user is not provisioned",
+                                                               cmd.id)))
+                continue
             if cmd.to not in known:
                 out.append(
                     _event(sender, protocol.error_event("unknown_recipient", f"no user {cmd.to!r}", cmd.id))

@@ -59,6 +59,7 @@ class MemoryPresenceStore:
         self._last_seen: dict[str, datetime] = {}
 
     def set_device(self, user_id: str, device: str, *, online: bool, node: str, at: datetime) -> None:
+        at = at.astimezone(UTC)
         with self._lock:
             devices = self._devices.setdefault(user_id, {})
             if online:

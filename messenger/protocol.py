@@ -26,6 +26,7 @@ ERROR_CODES: Final = frozenset(
         "unknown_type",
         "unknown_recipient",
         "invalid_recipient",
+        "unknown_sender",
         "not_supported",
         "internal_error",
     }
@@ -37,7 +38,8 @@ Body = Annotated[str, StringConstraints(max_length=MAX_PAYLOAD_BYTES)]
 
 
 class _Command(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: "12" is not a number and true is not 1
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Tip(_Command):
@@ -59,7 +61,6 @@ class SendMessage(_Command):
 class MarkRead(_Command):
     """``{"type": "read", "up_to": 12345}``; ``with`` limits it to one conversation."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     type: Literal["read"]
     up_to: int = Field(ge=0)

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
-from messenger.presence import DeviceState, MemoryPresenceStore, PresenceInfo, PresenceStore, create_presence_store
+from messenger.presence import (
+    DeviceState,
+    MemoryPresenceStore,
+    PresenceInfo,
+    PresenceStore,
+    create_presence_store,
+)
 
 MakeUid = Callable[[str], str]
 
@@ -72,7 +78,9 @@ def test_online_while_any_device_is(presence_store: PresenceStore, make_uid: Mak
     assert info.last_seen == at(80)
 
 
-def test_repeated_online_keeps_the_first_since_and_node(presence_store: PresenceStore, make_uid: MakeUid) -> None:
+def test_repeated_online_keeps_the_first_since_and_node(
+    presence_store: PresenceStore, make_uid: MakeUid
+) -> None:
     uid = make_uid("repeat")
     presence_store.set_device(uid, "phone", online=True, node="node-a", at=at(0))
     presence_store.set_device(uid, "phone", online=True, node="node-b", at=at(100))
@@ -81,7 +89,9 @@ def test_repeated_online_keeps_the_first_since_and_node(presence_store: Presence
     assert info.since == at(0)
 
 
-def test_back_online_after_offline_starts_a_new_since(presence_store: PresenceStore, make_uid: MakeUid) -> None:
+def test_back_online_after_offline_starts_a_new_since(
+    presence_store: PresenceStore, make_uid: MakeUid
+) -> None:
     uid = make_uid("back")
     presence_store.set_device(uid, "phone", online=True, node="node-a", at=at(0))
     presence_store.set_device(uid, "phone", online=False, node="node-a", at=at(10))

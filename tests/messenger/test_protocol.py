@@ -27,41 +27,55 @@ def rejected(payload: bytes) -> InvalidCommand:
     return info.value
 
 
-# --- every command type ---------------------------------------------------------------------------
+# --- every command type ---
 
 
 def test_message_to_a_user() -> None:
-    command = protocol.parse_command(raw({"type": "message", "id": "5f0c1e9e-2b1d", "to": "bob", "body": "hi"}))
+    command = protocol.parse_command(
+        raw({"type": "message", "id": "5f0c1e9e-2b1d", "to": "bob", "body": "hi"})
+    )
     assert command == SendMessage(type="message", id="5f0c1e9e-2b1d", to="bob", body="hi")
     assert isinstance(command, SendMessage)
     assert (command.list, command.tip) == (None, None)
 
 
 def test_message_with_a_tip() -> None:
-    command = protocol.parse_command(raw(
-        {"type": "message", "id": "t1", "to": "creator1", "body": "thanks!", "tip": {"amount": 500, "currency": "USD"}}
-    ))
+    command = protocol.parse_command(
+        raw(
+            {
+                "type": "message",
+                "id": "t1",
+                "to": "creator1",
+                "body": "thanks!",
+                "tip": {"amount": 500, "currency": "USD"},
+            }
+        )
+    )
     assert isinstance(command, SendMessage)
     assert command.tip == Tip(amount=500, currency="USD")
 
 
 def test_message_to_a_list() -> None:
-    command = protocol.parse_command(raw({"type": "message", "id": "l1", "list": "list-42", "body": "new post"}))
+    command = protocol.parse_command(
+        raw({"type": "message", "id": "l1", "list": "list-42", "body": "new post"})
+    )
     assert isinstance(command, SendMessage)
     assert (command.to, command.list, command.body) == (None, "list-42", "new post")
 
 
 def test_message_with_explicit_nulls() -> None:
-    command = protocol.parse_command(raw(
-        {"type": "message", "id": "n1", "to": "bob", "list": None, "tip": None, "body": ""}
-    ))
+    command = protocol.parse_command(
+        raw({"type": "message", "id": "n1", "to": "bob", "list": None, "tip": None, "body": ""})
+    )
     assert isinstance(command, SendMessage)
     assert (command.to, command.list, command.tip, command.body) == ("bob", None, None, "")
 
 
 def test_message_body_keeps_unicode() -> None:
     command = protocol.parse_command(
-        json.dumps({"type": "message", "id": "u", "to": "bob", "body": "héllo 👋"}, ensure_ascii=False).encode()
+        json.dumps(
+            {"type": "message", "id": "u", "to": "bob", "body": "héllo 👋"}, ensure_ascii=False
+        ).encode()
     )
     assert isinstance(command, SendMessage)
     assert command.body == "héllo 👋"
@@ -93,7 +107,7 @@ def test_commands_are_frozen() -> None:
         command.after = 2  # type: ignore[misc]
 
 
-# --- size ------------------------------------------------------------------------------------------
+# --- size ---
 
 
 def _padded(size: int) -> bytes:
@@ -195,7 +209,9 @@ def test_invalid_payload(obj: Any) -> None:
 def test_invalid_payload_detail_names_the_field() -> None:
     error = rejected(raw(MESSAGE | {"to": "bob/x"}))
     assert "to" in error.detail
-    assert "exactly one of 'to' or 'list'" in rejected(raw({"type": "message", "id": "m", "body": "b"})).detail
+    assert (
+        "exactly one of 'to' or 'list'" in rejected(raw({"type": "message", "id": "m", "body": "b"})).detail
+    )
 
 
 # --- unknown_type ----------------------------------------------------------------------------------
@@ -236,8 +252,18 @@ def test_unknown_type(obj: Any) -> None:
         (b"", None),
         (b'{"id": "cut-' + b"x" * MAX_PAYLOAD_BYTES + b'"}', None),
     ],
-    ids=["bad-recipient", "unknown-type", "truncated", "number", "none", "array", "text", "bad-utf8", "empty",
-         "oversized"],
+    ids=[
+        "bad-recipient",
+        "unknown-type",
+        "truncated",
+        "number",
+        "none",
+        "array",
+        "text",
+        "bad-utf8",
+        "empty",
+        "oversized",
+    ],
 )
 def test_client_id_of(payload: bytes, expected: str | None) -> None:
     assert protocol.client_id_of(payload) == expected
@@ -275,7 +301,7 @@ def test_parse_presence(payload: bytes, expected: bool | None) -> None:
     assert protocol.parse_presence(payload) is expected
 
 
-# --- what the handler publishes ----------------------------------------------------------------------
+# --- what the handler publishes ---
 
 
 def _message(**overrides: Any) -> Message:
@@ -315,11 +341,16 @@ def test_message_payload_matches_the_spec() -> None:
 
 
 def test_message_payload_with_tip_list_and_read_at() -> None:
-    payload = protocol.message_payload(_message(
-        tip_amount=500, tip_currency="USD", tip_status="charged", list_id="list-1",
-        sent_at=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
-        read_at=datetime(2026, 1, 2, 3, 4, 6, 123456, tzinfo=UTC),
-    ))
+    payload = protocol.message_payload(
+        _message(
+            tip_amount=500,
+            tip_currency="USD",
+            tip_status="charged",
+            list_id="list-1",
+            sent_at=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
+            read_at=datetime(2026, 1, 2, 3, 4, 6, 123456, tzinfo=UTC),
+        )
+    )
     assert payload["tip"] == {"amount": 500, "currency": "USD", "status": "charged"}
     assert payload["list"] == "list-1"
     assert payload["sent_at"] == "2026-01-02T03:04:05.000006Z"
@@ -329,11 +360,18 @@ def test_message_payload_with_tip_list_and_read_at() -> None:
 def test_events() -> None:
     stored = _message()
     assert protocol.ack_event(stored, duplicate=True) == {
-        "type": "ack", "client_id": "5f0c1e9e", "id": 12346, "status": "sent", "duplicate": True,
+        "type": "ack",
+        "client_id": "5f0c1e9e",
+        "id": 12346,
+        "status": "sent",
+        "duplicate": True,
         "sent_at": "2026-11-23T10:00:00.000000Z",
     }
     assert protocol.error_event("invalid_json", "nope", "c1") == {
-        "type": "error", "client_id": "c1", "code": "invalid_json", "detail": "nope",
+        "type": "error",
+        "client_id": "c1",
+        "code": "invalid_json",
+        "detail": "nope",
     }
     assert protocol.error_event("invalid_json", "nope")["client_id"] is None
     assert protocol.read_event("bob", 12) == {"type": "read", "by": "bob", "up_to": 12}

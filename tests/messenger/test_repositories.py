@@ -30,7 +30,7 @@ def block(sessions: Sessions, blocker: str, blocked: str) -> None:
         blocks.block(session, blocker, blocked)
 
 
-# --- users ------------------------------------------------------------------------------------
+# --- users ---
 
 
 def test_ensure_creates_then_keeps_the_first_role(sessions: Sessions, make_uid: MakeUid) -> None:
@@ -113,7 +113,7 @@ def test_user_ids_are_case_sensitive(sessions: Sessions, make_user: MakeUser) ->
         assert lower_row.role == "member"
 
 
-# --- blocks -----------------------------------------------------------------------------------
+# --- blocks ---
 
 
 def test_block_is_idempotent_and_keeps_the_first_row(sessions: Sessions, make_user: MakeUser) -> None:
@@ -207,7 +207,10 @@ def test_store_many_ids_increase_in_input_order(sessions: Sessions, make_user: M
     assert len(set(ids)) == 5
     for (row, _), item in zip(stored, batch, strict=True):
         assert (row.sender_id, row.recipient_id, row.client_msg_id, row.body) == (
-            item.sender_id, item.recipient_id, item.client_msg_id, item.body,
+            item.sender_id,
+            item.recipient_id,
+            item.client_msg_id,
+            item.body,
         )
         assert row.blocked is False
         assert row.read_at is None
@@ -220,7 +223,7 @@ def test_store_many_ids_increase_in_input_order(sessions: Sessions, make_user: M
 def test_store_many_round_trips_every_field(sessions: Sessions, make_user: MakeUser) -> None:
     a, b = make_user("rt-a"), make_user("rt-b")
     body = "héllo 👋 " + "x" * 70_000  # longer than a TEXT column, UTF-8 beyond the BMP
-    (row, _), = send(sessions, NewMessage(a, b, "rt", body, blocked=True, list_id="list-1"))
+    ((row, _),) = send(sessions, NewMessage(a, b, "rt", body, blocked=True, list_id="list-1"))
     with unit_of_work(sessions) as session:
         stored = session.get(Message, row.id)
         assert stored is not None
@@ -232,7 +235,7 @@ def test_store_many_round_trips_every_field(sessions: Sessions, make_user: MakeU
 
 def test_store_many_redelivery_returns_the_original(sessions: Sessions, make_user: MakeUser) -> None:
     a, b = make_user("re-a"), make_user("re-b")
-    (original, created), = send(sessions, NewMessage(a, b, "cid-1", "first"))
+    ((original, created),) = send(sessions, NewMessage(a, b, "cid-1", "first"))
     assert created is True
     (again, created_again), (other, other_created) = send(
         sessions, NewMessage(a, b, "cid-1", "changed body"), NewMessage(a, b, "cid-2", "second")
@@ -273,17 +276,19 @@ def test_store_many_same_client_id_to_two_recipients(sessions: Sessions, make_us
     assert to_b.id != to_c.id
     assert (to_b.recipient_id, to_c.recipient_id) == (b, c)
     # and a different sender may reuse the client id too
-    (from_b, created), = send(sessions, NewMessage(b, c, "shared", "from b"))
+    ((from_b, created),) = send(sessions, NewMessage(b, c, "shared", "from b"))
     assert created and from_b.id not in (to_b.id, to_c.id)
 
 
 def test_store_many_client_ids_are_case_sensitive(sessions: Sessions, make_user: MakeUser) -> None:
     """Client ids are opaque (base64 ids differ only in case): ``abc`` and ``ABC`` are two messages."""
     a, b = make_user("cs-a"), make_user("cs-b")
-    (lower, c1), (upper, c2) = send(sessions, NewMessage(a, b, "abc", "lower"), NewMessage(a, b, "ABC", "upper"))
+    (lower, c1), (upper, c2) = send(
+        sessions, NewMessage(a, b, "abc", "lower"), NewMessage(a, b, "ABC", "upper")
+    )
     assert c1 and c2
     assert lower.id != upper.id
-    (again, c3), = send(sessions, NewMessage(a, b, "ABC", "redelivered"))
+    ((again, c3),) = send(sessions, NewMessage(a, b, "ABC", "redelivered"))
     assert c3 is False
     assert (again.id, again.body) == (upper.id, "upper")
 
@@ -297,7 +302,7 @@ def test_store_many_is_rolled_back_with_its_unit_of_work(sessions: Sessions, mak
     with pytest.raises(RuntimeError), unit_of_work(sessions) as session:
         messages.store_many(session, [NewMessage(a, b, "gone", "never")])
         raise RuntimeError("abort")
-    (row, created), = send(sessions, NewMessage(a, b, "gone", "now"))
+    ((row, created),) = send(sessions, NewMessage(a, b, "gone", "now"))
     assert created is True
     assert row.body == "now"
 
@@ -307,8 +312,10 @@ def test_store_many_is_rolled_back_with_its_unit_of_work(sessions: Sessions, mak
 
 def _chat(sessions: Sessions, a: str, b: str, n: int) -> list[int]:
     """``n`` messages alternating a->b, b->a; their ids in order."""
-    batch = [NewMessage(a, b, f"c{i}", f"a{i}") if i % 2 == 0 else NewMessage(b, a, f"c{i}", f"b{i}")
-             for i in range(n)]
+    batch = [
+        NewMessage(a, b, f"c{i}", f"a{i}") if i % 2 == 0 else NewMessage(b, a, f"c{i}", f"b{i}")
+        for i in range(n)
+    ]
     return [m.id for m, _ in send(sessions, *batch)]
 
 
@@ -329,14 +336,19 @@ def test_conversation_keyset_before_after_limit(sessions: Sessions, make_user: M
     with unit_of_work(sessions) as session:
         assert [m.id for m in messages.conversation(session, a, b, limit=3)] == ids[:-4:-1]
         assert [m.id for m in messages.conversation(session, a, b, before=ids[5], limit=3)] == [
-            ids[4], ids[3], ids[2],
+            ids[4],
+            ids[3],
+            ids[2],
         ]
         assert [m.id for m in messages.conversation(session, a, b, after=ids[5])] == [ids[8], ids[7], ids[6]]
         assert [m.id for m in messages.conversation(session, a, b, after=ids[2], before=ids[6])] == [
-            ids[5], ids[4], ids[3],
+            ids[5],
+            ids[4],
+            ids[3],
         ]
-        assert [m.id for m in messages.conversation(session, a, b, after=ids[2], limit=2,
-                                                    newest_first=False)] == [ids[3], ids[4]]
+        assert [
+            m.id for m in messages.conversation(session, a, b, after=ids[2], limit=2, newest_first=False)
+        ] == [ids[3], ids[4]]
         assert messages.conversation(session, a, b, before=ids[0]) == []
         assert messages.conversation(session, a, b, after=ids[-1]) == []
 
@@ -351,7 +363,7 @@ def test_conversation_keyset_before_after_limit(sessions: Sessions, make_user: M
 
 def test_conversation_hides_blocked_from_the_viewer_only(sessions: Sessions, make_user: MakeUser) -> None:
     alice, bob = make_user("hb-alice"), make_user("hb-bob")
-    (before_block, _), = send(sessions, NewMessage(bob, alice, "b1", "before block"))
+    ((before_block, _),) = send(sessions, NewMessage(bob, alice, "b1", "before block"))
     (blocked_msg, _), (reply, _) = send(
         sessions,
         NewMessage(bob, alice, "b2", "while blocked", blocked=True),
@@ -362,15 +374,20 @@ def test_conversation_hides_blocked_from_the_viewer_only(sessions: Sessions, mak
         assert [m.id for m in messages.conversation(session, alice, bob)] == [reply.id, before_block.id]
         # bob, the sender, still sees his own message: hiding it would tell him he is blocked
         assert [m.id for m in messages.conversation(session, bob, alice)] == [
-            reply.id, blocked_msg.id, before_block.id,
+            reply.id,
+            blocked_msg.id,
+            before_block.id,
         ]
         # the limit counts what the viewer sees
-        assert [m.id for m in messages.conversation(session, alice, bob, limit=2)] == [reply.id, before_block.id]
+        assert [m.id for m in messages.conversation(session, alice, bob, limit=2)] == [
+            reply.id,
+            before_block.id,
+        ]
 
 
 def test_conversation_with_oneself(sessions: Sessions, make_user: MakeUser) -> None:
     a = make_user("self")
-    (row, _), = send(sessions, NewMessage(a, a, "note", "note to self"))
+    ((row, _),) = send(sessions, NewMessage(a, a, "note", "note to self"))
     with unit_of_work(sessions) as session:
         assert [m.id for m in messages.conversation(session, a, a)] == [row.id]
 
@@ -436,7 +453,9 @@ def test_mark_read_returns_per_sender_max_and_is_idempotent(sessions: Sessions, 
 
 def test_mark_read_with_peer_filter(sessions: Sessions, make_user: MakeUser) -> None:
     me, x, y = make_user("pf-me"), make_user("pf-x"), make_user("pf-y")
-    stored = send(sessions, NewMessage(x, me, "1", "x1"), NewMessage(y, me, "1", "y1"), NewMessage(x, me, "2", "x2"))
+    stored = send(
+        sessions, NewMessage(x, me, "1", "x1"), NewMessage(y, me, "1", "y1"), NewMessage(x, me, "2", "x2")
+    )
     x1, y1, x2 = (m.id for m, _ in stored)
     with unit_of_work(sessions) as session:
         assert messages.mark_read(session, me, x2, peer=y) == {y: y1}
@@ -458,7 +477,7 @@ def test_mark_read_zero_marks_nothing(sessions: Sessions, make_user: MakeUser) -
 
 def test_by_keys(sessions: Sessions, make_user: MakeUser) -> None:
     a, b = make_user("bk-a"), make_user("bk-b")
-    (row, _), = send(sessions, NewMessage(a, b, "k", "body"))
+    ((row, _),) = send(sessions, NewMessage(a, b, "k", "body"))
     with unit_of_work(sessions) as session:
         found = messages.by_keys(session, [(a, "k", b), (a, "missing", b), (b, "k", a)])
         assert list(found) == [(a, "k", b)]
