@@ -17,8 +17,10 @@ def create_app(deps: ApiDeps) -> FastAPI:
         title="Messenger",
         version=__version__,
         description="REST API of Messenger: history, blocks and presence. MQTT carries the real-time side.",
-        responses={401: {"model": ErrorOut, "description": "Missing or invalid bearer token"},
-                   422: {"model": ErrorOut, "description": "Invalid request"}},
+        responses={
+            401: {"model": ErrorOut, "description": "Missing or invalid bearer token"},
+            422: {"model": ErrorOut, "description": "Invalid request"},
+        },
     )
     app.state.deps = deps
     errors.install(app)

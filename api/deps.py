@@ -40,8 +40,9 @@ def current_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     def unauthorized(detail: str) -> ApiError:
-        return ApiError(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"},
-                        login_url=deps.login_url)
+        return ApiError(
+            401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"}, login_url=deps.login_url
+        )
 
     if credentials is None:
         raise unauthorized("a bearer token is required")

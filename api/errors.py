@@ -15,8 +15,9 @@ from messenger.exceptions import StoreUnavailable
 class ApiError(Exception):
     """An error answer: HTTP status, stable code, human detail, optional extra fields."""
 
-    def __init__(self, status: int, code: str, detail: str, headers: dict[str, str] | None = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.status = status
         self.code = code
@@ -36,9 +37,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()[:10]
-        ]
+        problems = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()[:10]]
         return JSONResponse(error_body("invalid_request", "the request is not valid", errors=problems), 422)
 
     @app.exception_handler(StarletteHTTPException)

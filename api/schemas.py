@@ -31,18 +31,34 @@ class MessageOut(BaseModel):
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
-        tip = TipOut(amount=m.tip_amount, currency=m.tip_currency, status=m.tip_status) if m.tip_amount else None
+        tip = (
+            TipOut(amount=m.tip_amount, currency=m.tip_currency, status=m.tip_status)
+            if m.tip_amount
+            else None
+        )
         return cls.model_validate(
-            {"id": m.id, "client_id": m.client_msg_id, "from": m.sender_id, "to": m.recipient_id, "body": m.body,
-             "sent_at": m.sent_at, "read_at": m.read_at, "tip": tip, "list": m.list_id}
+            {
+                "id": m.id,
+                "client_id": m.client_msg_id,
+                "from": m.sender_id,
+                "to": m.recipient_id,
+                "body": m.body,
+                "sent_at": m.sent_at,
+                "read_at": m.read_at,
+                "tip": tip,
+                "list": m.list_id,
+            }
         )
 
 
 class MessagePage(BaseModel):
     messages: list[MessageOut]
-    next_before: int | None = Field(description="Pass as `before` to get the next (older) page; null at the end.")
+    next_before: int | None = Field(
+        description="Pass as `before` to get the next (older) page; null at the end."
+    )
     next_after: int | None = Field(
-        default=None, description="With `after` paging: pass as `after` for the next (newer) page; null at the end."
+        default=None,
+        description="With `after` paging: pass as `after` for the next (newer) page; null at the end.",
     )
 
 
@@ -76,7 +92,10 @@ class PresenceOut(BaseModel):
     @classmethod
     def of(cls, info: PresenceInfo) -> PresenceOut:
         return cls(
-            user=info.user_id, online=info.online, since=info.since, last_seen=info.last_seen,
+            user=info.user_id,
+            online=info.online,
+            since=info.since,
+            last_seen=info.last_seen,
             devices=[DeviceOut(device=d.device, node=d.node, since=d.since) for d in info.devices],
         )
 

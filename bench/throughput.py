@@ -32,10 +32,10 @@ from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from acl.tokens import issue_token  # noqa: E402
-from messenger.constants import DEV_SECRET  # noqa: E402
-from messenger.db import create_db_engine  # noqa: E402
-from messenger.models import Message  # noqa: E402
+from acl.tokens import issue_token
+from messenger.constants import DEV_SECRET
+from messenger.db import create_db_engine
+from messenger.models import Message
 
 
 def free_port() -> int:
@@ -65,7 +65,9 @@ def wait_port(port: int, timeout: float = 30) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--pairs", type=int, default=4, help="sender/receiver pairs")
     parser.add_argument("--port", type=int, help="MQTT port of a running stack (with --no-spawn)")
@@ -73,7 +75,9 @@ def main() -> None:
     parser.add_argument("--database-url", help="database for the spawned serve (default: a temp SQLite file)")
     parser.add_argument("--redis-url")
     parser.add_argument("--secret", default=os.environ.get("MESSENGER_DEV_SECRET", DEV_SECRET))
-    parser.add_argument("--rate", type=float, default=0, help="total messages/s to offer (0: as fast as possible)")
+    parser.add_argument(
+        "--rate", type=float, default=0, help="total messages/s to offer (0: as fast as possible)"
+    )
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--verbose", action="store_true", help="show the spawned server's output")
     args = parser.parse_args()
@@ -84,9 +88,20 @@ def main() -> None:
     port = args.port or free_port()
     if not args.no_spawn:
         env = dict(os.environ, MESSENGER_LOG_LEVEL="WARNING")
-        cmd = [sys.executable, "-m", "messenger.cli", "serve", "--mqtt-port", str(port),
-               "--ws-port", str(free_port()), "--api-port", str(free_port()),
-               "--database-url", str(database_url)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "messenger.cli",
+            "serve",
+            "--mqtt-port",
+            str(port),
+            "--ws-port",
+            str(free_port()),
+            "--api-port",
+            str(free_port()),
+            "--database-url",
+            str(database_url),
+        ]
         if args.redis_url:
             cmd += ["--redis-url", args.redis_url]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL if not args.verbose else None)
@@ -160,7 +175,7 @@ def main() -> None:
         sent_s = time.perf_counter() - start
         finished = done.wait(args.timeout)
         if not finished:
-            unsent = sum(len(c._out_messages) for c in senders)  # noqa: SLF001 - diagnostics only
+            unsent = sum(len(c._out_messages) for c in senders)
             print(f"still queued or unacked at the senders: {unsent}")
         elapsed = (max(received.values()) if received else time.perf_counter()) - start
         for c in senders + receivers:
@@ -175,10 +190,13 @@ def main() -> None:
         print(f"messages sent       {total} ({args.pairs} sender/receiver pairs, QoS 1, {offered})")
         print(f"publish finished    {sent_s:.2f} s")
         print(f"delivered           {len(received)}/{total}{'' if finished else '  (TIMED OUT)'}")
-        print(f"end-to-end          {elapsed:.2f} s  ->  {len(received) / elapsed:,.0f} messages/s stored+delivered")
+        rate = len(received) / elapsed
+        print(f"end-to-end          {elapsed:.2f} s  ->  {rate:,.0f} messages/s stored+delivered")
         if lat:
-            print(f"latency ms          p50 {pct(0.5):.1f}  p99 {pct(0.99):.1f}  max {lat[-1] * 1000:.1f}"
-                  f"  mean {statistics.mean(lat) * 1000:.1f}")
+            print(
+                f"latency ms          p50 {pct(0.5):.1f}  p99 {pct(0.99):.1f}  max {lat[-1] * 1000:.1f}"
+                f"  mean {statistics.mean(lat) * 1000:.1f}"
+            )
         if errors:
             print(f"error events        {len(errors)}, e.g. {errors[0]}")
         if database_url:

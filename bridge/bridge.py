@@ -79,15 +79,27 @@ class PresenceBridge:
         # paho closes the socket pair of loop_start() only when collected; close it now
         self._client.reinitialise()
 
-    def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode,
-                    _props: object = None) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: ReasonCode,
+        _props: object = None,
+    ) -> None:
         if reason.is_failure:
             logger.error("presence bridge refused by the broker: %s", reason)
             return
         client.subscribe(self._subscription, qos=1)
 
-    def _on_subscribe(self, _client: mqtt.Client, _userdata: object, _mid: int, reasons: list[ReasonCode],
-                      _props: object = None) -> None:
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _props: object = None,
+    ) -> None:
         if any(r.is_failure for r in reasons):
             logger.error("broker refused the presence subscription: %s", reasons)
             return

@@ -118,4 +118,3 @@ class MessengerAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
 
     def forget(self, client_id: str) -> None:
         self._principals.pop(client_id, None)
-

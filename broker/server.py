@@ -47,7 +47,9 @@ class MessengerBroker(Broker):
     ) -> tuple[BrokerProtocolHandler, Session]:
         # amqtt's own version, with authentication moved before the session lookup.
         try:
-            handler, incoming = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+            handler, incoming = await BrokerProtocolHandler.init_from_connect(
+                reader, writer, self.plugins_manager
+            )
         except AMQTTError as exc:
             raise AMQTTError(exc) from exc
         except MQTTError as exc:
@@ -69,8 +71,14 @@ class MessengerBroker(Broker):
             # a persistent session: the new CONNECT brings new credentials and a new Will
             session, _ = self._sessions[incoming.client_id]
             for attribute in (
-                "will_flag", "will_message", "will_topic", "will_qos", "will_retain",
-                "keep_alive", "username", "password",
+                "will_flag",
+                "will_message",
+                "will_topic",
+                "will_qos",
+                "will_retain",
+                "keep_alive",
+                "username",
+                "password",
             ):
                 setattr(session, attribute, getattr(incoming, attribute))
             session.parent = 1

@@ -3,8 +3,11 @@
 paho's network thread only queues what arrives. A worker thread takes up to ``batch_size``
 messages at a time, has the processor commit them in one transaction and publishes the results
 with many QoS 1 messages in flight; an acker thread waits for the broker to take them and only
-then acks the inbound messages, while the worker goes on with the next batch. A crash anywhere before the ack makes the broker redeliver, and the
-processor's idempotency turns the redelivery into the same result.
+then acks the inbound messages, while the worker goes on with the next batch.
+
+A handler that dies before its ack leaves the message with a broker that redelivers (a
+persistent session on Mosquitto), and the processor's idempotency turns the redelivery into the
+same result. The embedded amqtt broker lives in the same process, so there it dies too.
 """
 
 from __future__ import annotations
@@ -88,23 +91,41 @@ class HandlerConsumer:
 
     # paho callbacks (network thread): keep them short
 
-    def _on_connect(self, client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode,
-                    _props: object = None) -> None:
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: ReasonCode,
+        _props: object = None,
+    ) -> None:
         if reason.is_failure:
             logger.error("handler connection refused by the broker: %s", reason)
             return
         client.subscribe([(topic, 1) for topic in self._subscriptions])
         logger.info("handler connected; subscribing to %s", ", ".join(self._subscriptions))
 
-    def _on_subscribe(self, _client: mqtt.Client, _userdata: object, _mid: int, reasons: list[ReasonCode],
-                      _props: object = None) -> None:
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _props: object = None,
+    ) -> None:
         if any(r.is_failure for r in reasons):
             logger.error("broker refused a handler subscription: %s", reasons)
             return
         self._subscribed.set()
 
-    def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: object, reason: ReasonCode,
-                       _props: object = None) -> None:
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: ReasonCode,
+        _props: object = None,
+    ) -> None:
         if not self._stopping.is_set():
             logger.warning("handler lost the broker (%s); reconnecting", reason)
 
@@ -156,7 +177,9 @@ class HandlerConsumer:
             except StoreUnavailable as exc:
                 if self._stopping.is_set():
                     return None
-                logger.warning("database unavailable (%s); retrying a batch of %d in %.1fs", exc, len(items), backoff)
+                logger.warning(
+                    "database unavailable (%s); retrying a batch of %d in %.1fs", exc, len(items), backoff
+                )
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
 

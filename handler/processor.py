@@ -75,7 +75,9 @@ class CommandProcessor:
             if len(batch) == 1:
                 logger.exception("command on %s failed; replying internal_error", batch[0].topic)
                 return self._internal_error(batch[0])
-            logger.warning("a batch of %d failed; retrying its commands one by one", len(batch), exc_info=True)
+            logger.warning(
+                "a batch of %d failed; retrying its commands one by one", len(batch), exc_info=True
+            )
         out: list[Outbound] = []
         for item in batch:
             out.extend(self.process([item]))
@@ -119,17 +121,26 @@ class CommandProcessor:
         match command:
             case SendMessage(list=list_id) if list_id is not None:
                 work.replies.append(
-                    _event(sender, protocol.error_event("not_supported", "list messages are not available yet",
-                                                        command.id))
+                    _event(
+                        sender,
+                        protocol.error_event(
+                            "not_supported", "list messages are not available yet", command.id
+                        ),
+                    )
                 )
             case SendMessage(tip=tip) if tip is not None:
                 work.replies.append(
-                    _event(sender, protocol.error_event("not_supported", "tips are not available yet", command.id))
+                    _event(
+                        sender,
+                        protocol.error_event("not_supported", "tips are not available yet", command.id),
+                    )
                 )
             case SendMessage(to=to) if to == sender:
                 work.replies.append(
-                    _event(sender, protocol.error_event("invalid_recipient", "you cannot message yourself",
-                                                        command.id))
+                    _event(
+                        sender,
+                        protocol.error_event("invalid_recipient", "you cannot message yourself", command.id),
+                    )
                 )
             case SendMessage():
                 work.sends.append((sender, command))
@@ -160,14 +171,19 @@ class CommandProcessor:
             return []
         out: list[Outbound] = []
         known = users.existing_ids(session, {cmd.to for _, cmd in sends if cmd.to} | {s for s, _ in sends})
-        refused = blocks.blocked_pairs(session, [(cmd.to, sender) for sender, cmd in sends if cmd.to in known])
+        refused = blocks.blocked_pairs(
+            session, [(cmd.to, sender) for sender, cmd in sends if cmd.to in known]
+        )
         accepted: list[NewMessage] = []
         for sender, cmd in sends:
             assert cmd.to is not None  # noqa: S101 - _parse_command routes only 1:1 messages here
             if sender not in known:
                 # the broker let in a user nobody provisioned (possible with an external gateway)
-                out.append(_event(sender, protocol.error_event("unknown_sender", "your user is not provisioned",
-                                                               cmd.id)))
+                out.append(
+                    _event(
+                        sender, protocol.error_event("unknown_sender", "your user is not provisioned", cmd.id)
+                    )
+                )
                 continue
             if cmd.to not in known:
                 out.append(
@@ -177,7 +193,11 @@ class CommandProcessor:
             accepted.append(NewMessage(sender, cmd.to, cmd.id, cmd.body, blocked=(cmd.to, sender) in refused))
         for stored, created in messages.store_many(session, accepted):
             if not stored.blocked:
-                out.append(Outbound(messages_topic(stored.recipient_id), protocol.encode(protocol.message_payload(stored))))
+                out.append(
+                    Outbound(
+                        messages_topic(stored.recipient_id), protocol.encode(protocol.message_payload(stored))
+                    )
+                )
             out.append(_event(stored.sender_id, protocol.ack_event(stored, duplicate=not created)))
         return out
 
@@ -195,7 +215,11 @@ class CommandProcessor:
         if sender is None:
             return []
         detail = "the server could not process this command"
-        return [_event(sender, protocol.error_event("internal_error", detail, protocol.client_id_of(item.payload)))]
+        return [
+            _event(
+                sender, protocol.error_event("internal_error", detail, protocol.client_id_of(item.payload))
+            )
+        ]
 
 
 def _event(user_id: str, payload: dict[str, object]) -> Outbound:

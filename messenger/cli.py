@@ -45,23 +45,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"messenger {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run broker, handler, presence bridge and REST API in one process")
-    serve.add_argument("--host", dest="bind_host", help="address to listen on (MESSENGER_BIND_HOST, 127.0.0.1)")
+    serve = commands.add_parser(
+        "serve", help="run broker, handler, presence bridge and REST API in one process"
+    )
+    serve.add_argument(
+        "--host", dest="bind_host", help="address to listen on (MESSENGER_BIND_HOST, 127.0.0.1)"
+    )
     serve.add_argument("--mqtt-port", type=int, help="MQTT/TCP port (MESSENGER_MQTT_PORT, 1884)")
     serve.add_argument("--ws-port", type=int, help="MQTT-over-WebSocket port (MESSENGER_WS_PORT, 8083)")
     serve.add_argument("--api-port", type=int, help="REST API port (MESSENGER_API_PORT, 8080)")
-    serve.add_argument("--database-url", help="SQLAlchemy URL (MESSENGER_DATABASE_URL, sqlite:///var/messenger.db)")
+    serve.add_argument(
+        "--database-url", help="SQLAlchemy URL (MESSENGER_DATABASE_URL, sqlite:///var/messenger.db)"
+    )
     serve.add_argument("--redis-url", help="keep presence in Redis (MESSENGER_REDIS_URL; default in-process)")
 
-    token = commands.add_parser("token", help="development tokens").add_subparsers(dest="token_command",
-                                                                                     required=True)
+    token = commands.add_parser("token", help="development tokens").add_subparsers(
+        dest="token_command", required=True
+    )
     issue = token.add_parser("issue", help="print a token signed with the dev HS256 secret")
     issue.add_argument("user", type=user_id)
     issue.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value)
     issue.add_argument("--ttl", type=parse_duration, default=timedelta(hours=1), help="lifetime (default 1h)")
 
-    users_cmd = commands.add_parser("users", help="provision users").add_subparsers(dest="users_command",
-                                                                                      required=True)
+    users_cmd = commands.add_parser("users", help="provision users").add_subparsers(
+        dest="users_command", required=True
+    )
     add = users_cmd.add_parser("add", help="create a user or change its role")
     add.add_argument("user", type=user_id)
     add.add_argument("--role", choices=[r.value for r in Role], default=Role.MEMBER.value)
@@ -93,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         for error in exc.errors(include_url=False):
             where = ".".join(str(part) for part in error["loc"])
             setting = f"MESSENGER_{where.upper()}: " if where else ""
-            print(f"messenger: invalid configuration: {setting}{error['msg'].removeprefix('Value error, ')}",
-                  file=sys.stderr)
+            print(
+                f"messenger: invalid configuration: {setting}{error['msg'].removeprefix('Value error, ')}",
+                file=sys.stderr,
+            )
         return 2
     assert isinstance(settings, CommonSettings)  # noqa: S101 - narrowing for mypy
     logging.basicConfig(
@@ -112,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _run(args: argparse.Namespace, settings: "CommonSettings") -> int:
+def _run(args: argparse.Namespace, settings: CommonSettings) -> int:
     if args.command == "serve":
         from messenger.serve import run
         from messenger.settings import ServeSettings
@@ -123,12 +133,20 @@ def _run(args: argparse.Namespace, settings: "CommonSettings") -> int:
     if args.command == "token":
         secret = settings.hs256_secret()
         if secret is None:
-            print("messenger: tokens are verified with a public key; the login service issues them",
-                  file=sys.stderr)
+            print(
+                "messenger: tokens are verified with a public key; the login service issues them",
+                file=sys.stderr,
+            )
             return 1
         try:
-            token = issue_token(secret, args.user, role=Role(args.role), ttl=args.ttl,
-                                audience=settings.jwt_audience, issuer=settings.jwt_issuer)
+            token = issue_token(
+                secret,
+                args.user,
+                role=Role(args.role),
+                ttl=args.ttl,
+                audience=settings.jwt_audience,
+                issuer=settings.jwt_issuer,
+            )
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from exc
         print(token)

@@ -61,7 +61,6 @@ class SendMessage(_Command):
 class MarkRead(_Command):
     """``{"type": "read", "up_to": 12345}``; ``with`` limits it to one conversation."""
 
-
     type: Literal["read"]
     up_to: int = Field(ge=0)
     peer: UserId | None = Field(default=None, alias="with")

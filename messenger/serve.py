@@ -24,8 +24,8 @@ from broker.exceptions import BrokerStartError
 from broker.server import EmbeddedBroker, Listeners
 from handler.consumer import HandlerConsumer
 from handler.processor import CommandProcessor
-from messenger.exceptions import ConfigurationError
 from messenger.db import create_db_engine, migrate, session_factory, unit_of_work
+from messenger.exceptions import ConfigurationError
 from messenger.mqtt import service_client
 from messenger.presence import create_presence_store
 from messenger.repositories import users
@@ -127,8 +127,12 @@ class Messenger:
         host, port = listeners.mqtt
         token = self.service_token
         handler_client = service_client(
-            user=s.service_user, token=token, name=f"handler-{s.node_id}", clean_session=False,
-            manual_ack=True, max_inflight=s.max_inflight,
+            user=s.service_user,
+            token=token,
+            name=f"handler-{s.node_id}",
+            clean_session=False,
+            manual_ack=True,
+            max_inflight=s.max_inflight,
         )
         self.handler = HandlerConsumer(
             handler_client,

@@ -84,7 +84,8 @@ class ServiceClientSettings(CommonSettings):
     mqtt_port: int = constants.DEFAULT_MQTT_PORT
     service_user: str = constants.DEFAULT_SERVICE_USER
     service_token: SecretStr | None = Field(
-        default=None, description="Bearer token of the service account; minted from the HS256 secret if unset."
+        default=None,
+        description="Bearer token of the service account; minted from the HS256 secret if unset.",
     )
 
     def resolve_service_token(self) -> str:
@@ -105,7 +106,9 @@ class ServiceClientSettings(CommonSettings):
 
 
 class HandlerSettings(ServiceClientSettings):
-    batch_size: int = Field(default=500, ge=1, le=10_000, description="Most inbound commands per transaction.")
+    batch_size: int = Field(
+        default=500, ge=1, le=10_000, description="Most inbound commands per transaction."
+    )
     batch_wait_ms: float = Field(default=2.0, ge=0, description="How long a batch waits to fill up.")
     sync_page_size: int = Field(default=100, ge=1, le=1000)
     max_inflight: int = Field(default=1000, ge=1, le=65_000)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from acl.principal import USER_ID_PATTERN
 from api.deps import CurrentUser, DbSession, Deps
 from api.errors import ApiError
-from api.schemas import MessagePage, MessageOut
+from api.schemas import MessageOut, MessagePage
 from messenger.repositories import messages
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
@@ -35,7 +35,13 @@ def history(
         raise ApiError(422, "invalid_request", f"limit is at most {deps.history_max_limit}")
     forward = after is not None and before is None
     rows = messages.conversation(
-        session, principal.user_id, peer, before=before, after=after, limit=limit + 1, newest_first=not forward
+        session,
+        principal.user_id,
+        peer,
+        before=before,
+        after=after,
+        limit=limit + 1,
+        newest_first=not forward,
     )
     more = len(rows) > limit
     rows = rows[:limit]

@@ -39,7 +39,9 @@ def get(session: Session, blocker_id: str, blocked_id: str) -> BlockedUser | Non
     return session.get(BlockedUser, (blocker_id, blocked_id))
 
 
-def list_for(session: Session, blocker_id: str, *, after: str | None = None, limit: int = 100) -> list[BlockedUser]:
+def list_for(
+    session: Session, blocker_id: str, *, after: str | None = None, limit: int = 100
+) -> list[BlockedUser]:
     """The users ``blocker_id`` blocked, by id, keyset-paginated with ``after``."""
     query = select(BlockedUser).where(BlockedUser.blocker_id == blocker_id)
     if after is not None:

@@ -57,9 +57,7 @@ def store_many(session: Session, new: Sequence[NewMessage]) -> list[tuple[Messag
     if pending:
         now = utcnow()
         values = [asdict(item) | {"sent_at": now} for item in pending.values()]
-        rows = session.scalars(
-            insert(Message).returning(Message, sort_by_parameter_order=True), values
-        ).all()
+        rows = session.scalars(insert(Message).returning(Message, sort_by_parameter_order=True), values).all()
         for row in rows:
             key = (row.sender_id, row.client_msg_id, row.recipient_id)
             found[key] = row
@@ -108,10 +106,8 @@ def conversation(
 def unread(session: Session, user_id: str, *, after: int | None = None, limit: int = 100) -> list[Message]:
     """Messages to ``user_id`` in id order: unread ones, or all those after ``after``; never blocked ones."""
     query = select(Message).where(Message.recipient_id == user_id, Message.blocked.is_(False))
-    if after is None:
-        query = query.where(Message.read_at.is_(None))
-    else:
-        query = query.where(Message.id > after)
+    # unread ones, or everything after a known id
+    query = query.where(Message.read_at.is_(None) if after is None else Message.id > after)
     return list(session.scalars(query.order_by(Message.id).limit(limit)))
 
 

@@ -48,7 +48,10 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["sender_id"], ["users.id"], name="fk_messages_sender_id_users"),
         sa.ForeignKeyConstraint(["recipient_id"], ["users.id"], name="fk_messages_recipient_id_users"),
         sa.UniqueConstraint(
-            "sender_id", "client_msg_id", "recipient_id", name="uq_messages_sender_id_client_msg_id_recipient_id"
+            "sender_id",
+            "client_msg_id",
+            "recipient_id",
+            name="uq_messages_sender_id_client_msg_id_recipient_id",
         ),
         mysql_charset="utf8mb4",
         mysql_engine="InnoDB",
