@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.reasoncodes import ReasonCode
 
 from acl.topics import PRESENCE_FILTER, parse_presence_topic
 from messenger.exceptions import StoreUnavailable
+from messenger.mqtt import ServiceSubscriber
 from messenger.presence import PresenceStore
 from messenger.protocol import parse_presence
 
@@ -43,67 +42,20 @@ def presence_change(topic: str, payload: bytes, at: datetime) -> PresenceChange 
     return PresenceChange(parsed[0], parsed[1], online, at)
 
 
-class PresenceBridge:
+class PresenceBridge(ServiceSubscriber):
     """Subscribes to ``presence/+/+`` and writes every change to a :class:`PresenceStore`, in order."""
+
+    role = "presence bridge"
 
     def __init__(
         self, client: mqtt.Client, store: PresenceStore, *, node_id: str, subscription: str = PRESENCE_FILTER
     ) -> None:
-        self._client = client
+        super().__init__(client, [subscription])
         self._store = store
         self._node_id = node_id
-        self._subscription = subscription
         self._queue: queue.Queue[tuple[PresenceChange, int, int]] = queue.Queue()
-        self._stopping = threading.Event()
-        self._subscribed = threading.Event()
-        self._worker = threading.Thread(target=self._run, name="presence-bridge", daemon=True)
+        self._add_thread(self._run, "presence-bridge")
         self.applied = 0
-        client.on_connect = self._on_connect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-
-    def start(self, host: str, port: int, *, wait_s: float = 10.0) -> None:
-        self._client.connect_async(host, port, keepalive=30)
-        self._client.loop_start()
-        self._worker.start()
-        if not self._subscribed.wait(wait_s):
-            self.stop()
-            raise TimeoutError(f"presence bridge could not subscribe on {host}:{port} within {wait_s}s")
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._worker.is_alive():
-            self._worker.join(timeout=10)
-        self._client.disconnect()
-        self._client.loop_stop()
-        # paho closes the socket pair of loop_start() only when collected; close it now
-        self._client.reinitialise()
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        _userdata: object,
-        _flags: object,
-        reason: ReasonCode,
-        _props: object = None,
-    ) -> None:
-        if reason.is_failure:
-            logger.error("presence bridge refused by the broker: %s", reason)
-            return
-        client.subscribe(self._subscription, qos=1)
-
-    def _on_subscribe(
-        self,
-        _client: mqtt.Client,
-        _userdata: object,
-        _mid: int,
-        reasons: list[ReasonCode],
-        _props: object = None,
-    ) -> None:
-        if any(r.is_failure for r in reasons):
-            logger.error("broker refused the presence subscription: %s", reasons)
-            return
-        self._subscribed.set()
 
     def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         change = presence_change(msg.topic, bytes(msg.payload), datetime.now(UTC))

@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.reasoncodes import ReasonCode
 
 from acl.topics import INBOUND_FILTER, PRESENCE_FILTER
 from handler.processor import CommandProcessor, Inbound, Outbound
 from messenger.exceptions import StoreUnavailable
+from messenger.mqtt import ServiceSubscriber
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +38,10 @@ class _Received:
     qos: int
 
 
-class HandlerConsumer:
+class HandlerConsumer(ServiceSubscriber):
     """Runs a :class:`CommandProcessor` behind a paho client (``manual_ack=True``)."""
+
+    role = "handler"
 
     def __init__(
         self,
@@ -51,83 +52,17 @@ class HandlerConsumer:
         batch_wait_s: float = 0.002,
         subscriptions: Sequence[str] = (INBOUND_FILTER, PRESENCE_FILTER),
     ) -> None:
-        self._client = client
+        super().__init__(client, subscriptions)
         self._processor = processor
         self._batch_size = batch_size
         self._batch_wait_s = batch_wait_s
-        self._subscriptions = list(subscriptions)
         self._queue: queue.Queue[_Received] = queue.Queue()
-        self._stopping = threading.Event()
-        self._subscribed = threading.Event()
-        self._worker = threading.Thread(target=self._run, name="handler-worker", daemon=True)
         self._acks: queue.Queue[tuple[list[mqtt.MQTTMessageInfo], list[_Received]]] = queue.Queue(maxsize=8)
-        self._acker = threading.Thread(target=self._run_acker, name="handler-acker", daemon=True)
+        self._add_thread(self._run, "handler-worker")
+        self._add_thread(self._run_acker, "handler-acker")
         self.processed = 0
-        client.on_connect = self._on_connect
-        client.on_message = self._on_message
-        client.on_subscribe = self._on_subscribe
-        client.on_disconnect = self._on_disconnect
 
-    def start(self, host: str, port: int, *, wait_s: float = 10.0) -> None:
-        """Connect, subscribe and start working; raises TimeoutError if not subscribed in ``wait_s``."""
-        self._client.connect_async(host, port, keepalive=30)
-        self._client.loop_start()
-        self._worker.start()
-        self._acker.start()
-        if not self._subscribed.wait(wait_s):
-            self.stop()
-            raise TimeoutError(f"handler could not subscribe on {host}:{port} within {wait_s}s")
-
-    def stop(self) -> None:
-        """Finish the batch in hand, then disconnect. Unacked messages will be redelivered."""
-        self._stopping.set()
-        for thread in (self._worker, self._acker):
-            if thread.is_alive():
-                thread.join(timeout=PUBLISH_TIMEOUT_S)
-        self._client.disconnect()
-        self._client.loop_stop()
-        # paho closes the socket pair of loop_start() only when collected; close it now
-        self._client.reinitialise()
-
-    # paho callbacks (network thread): keep them short
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        _userdata: object,
-        _flags: object,
-        reason: ReasonCode,
-        _props: object = None,
-    ) -> None:
-        if reason.is_failure:
-            logger.error("handler connection refused by the broker: %s", reason)
-            return
-        client.subscribe([(topic, 1) for topic in self._subscriptions])
-        logger.info("handler connected; subscribing to %s", ", ".join(self._subscriptions))
-
-    def _on_subscribe(
-        self,
-        _client: mqtt.Client,
-        _userdata: object,
-        _mid: int,
-        reasons: list[ReasonCode],
-        _props: object = None,
-    ) -> None:
-        if any(r.is_failure for r in reasons):
-            logger.error("broker refused a handler subscription: %s", reasons)
-            return
-        self._subscribed.set()
-
-    def _on_disconnect(
-        self,
-        _client: mqtt.Client,
-        _userdata: object,
-        _flags: object,
-        reason: ReasonCode,
-        _props: object = None,
-    ) -> None:
-        if not self._stopping.is_set():
-            logger.warning("handler lost the broker (%s); reconnecting", reason)
+    # paho's network thread: keep it short
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         self._queue.put(_Received(Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)), msg.mid, msg.qos))
@@ -188,7 +123,7 @@ class HandlerConsumer:
             try:
                 infos, batch = self._acks.get(timeout=0.2)
             except queue.Empty:
-                if self._stopping.is_set() and not self._worker.is_alive():
+                if self._stopping.is_set() and not self._threads[0].is_alive():
                     return
                 continue
             self._wait_published(infos)

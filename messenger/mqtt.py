@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import uuid
+from collections.abc import Callable, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+logger = logging.getLogger(__name__)
 
 
 def service_client(
@@ -36,3 +42,90 @@ def service_client(
     client.max_queued_messages_set(0)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
     return client
+
+
+class ServiceSubscriber:
+    """A service client subscribed to a few filters, with worker threads of its own.
+
+    :meth:`start` connects, subscribes and waits for the SUBACK; it re-subscribes after every
+    reconnect. :meth:`stop` lets the workers finish, then disconnects. Subclasses handle
+    ``_on_message`` (on paho's network thread: keep it short) and add their threads with
+    :meth:`_add_thread`.
+    """
+
+    role = "service client"
+
+    def __init__(self, client: mqtt.Client, subscriptions: Sequence[str]) -> None:
+        self._client = client
+        self._subscriptions = list(subscriptions)
+        self._stopping = threading.Event()
+        self._subscribed = threading.Event()
+        self._threads: list[threading.Thread] = []
+        client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+
+    def _add_thread(self, target: Callable[[], None], name: str) -> None:
+        self._threads.append(threading.Thread(target=target, name=name, daemon=True))
+
+    def start(self, host: str, port: int, *, wait_s: float = 10.0) -> None:
+        """Connect and subscribe; raises TimeoutError if the broker has not granted it in ``wait_s``."""
+        self._client.connect_async(host, port, keepalive=30)
+        self._client.loop_start()
+        for thread in self._threads:
+            thread.start()
+        if not self._subscribed.wait(wait_s):
+            self.stop()
+            raise TimeoutError(f"{self.role} could not subscribe on {host}:{port} within {wait_s}s")
+
+    def stop(self, join_timeout: float = 30.0) -> None:
+        self._stopping.set()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=join_timeout)
+        self._client.disconnect()
+        self._client.loop_stop()
+        # paho closes the socket pair of loop_start() only when collected; close it now
+        self._client.reinitialise()
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: ReasonCode,
+        _props: object = None,
+    ) -> None:
+        if reason.is_failure:
+            logger.error("%s refused by the broker: %s", self.role, reason)
+            return
+        client.subscribe([(topic, 1) for topic in self._subscriptions])
+        logger.info("%s connected; subscribing to %s", self.role, ", ".join(self._subscriptions))
+
+    def _on_subscribe(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _mid: int,
+        reasons: list[ReasonCode],
+        _props: object = None,
+    ) -> None:
+        if any(r.is_failure for r in reasons):
+            logger.error("broker refused a subscription of the %s: %s", self.role, reasons)
+            return
+        self._subscribed.set()
+
+    def _on_disconnect(
+        self,
+        _client: mqtt.Client,
+        _userdata: object,
+        _flags: object,
+        reason: ReasonCode,
+        _props: object = None,
+    ) -> None:
+        if not self._stopping.is_set():
+            logger.warning("%s lost the broker (%s); reconnecting", self.role, reason)
+
+    def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
+        raise NotImplementedError
