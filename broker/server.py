@@ -121,6 +121,18 @@ class MessengerBroker(Broker):
             return
         await super()._publish_retained_messages_for_subscription(subscription, session)
 
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        # amqtt's StreamWriterAdapter.close() marks itself closed *before* it drains and sends
+        # EOF; when either fails (the peer already reset) or the reader task's own stop() is
+        # cancelled by the broker's, the socket is never closed: one leaked fd per such
+        # disconnect. The connection is over when this returns, so close it for sure.
+        try:
+            await super().stream_connected(reader, writer, listener_name)
+        finally:
+            writer.close()
+
     async def retain_message(
         self,
         source_session: Session | None,

@@ -118,7 +118,9 @@ class Inbox:
         """The first not-yet-consumed message matching ``predicate``, waiting up to ``timeout``."""
         return self.expect_n(predicate, 1, timeout, what)[0]
 
-    def expect_n(self, predicate: Predicate, n: int, timeout: float = TIMEOUT, what: str = "") -> list[Received]:
+    def expect_n(
+        self, predicate: Predicate, n: int, timeout: float = TIMEOUT, what: str = ""
+    ) -> list[Received]:
         """The first ``n`` not-yet-consumed matching messages, in arrival order."""
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -279,7 +281,13 @@ class ChatClient:
         assert not any(c.is_failure for c in codes), f"own topics refused: {codes}"
 
     def publish(
-        self, topic: str, payload: bytes | str, *, qos: int = 1, retain: bool = False, timeout: float = TIMEOUT
+        self,
+        topic: str,
+        payload: bytes | str,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        timeout: float = TIMEOUT,
     ) -> None:
         """Publish and wait until the broker took it (PUBACK for QoS 1)."""
         info = self.paho.publish(topic, payload, qos=qos, retain=retain)
@@ -306,14 +314,18 @@ class ChatClient:
 
     # paho callbacks (network thread)
 
-    def _on_connect(self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object = None) -> None:
+    def _on_connect(
+        self, _c: mqtt.Client, _u: object, _f: object, reason: ReasonCode, _p: object = None
+    ) -> None:
         self._connack = reason
         self._connected.set()
 
     def _on_disconnect(self, _c: mqtt.Client, _u: object, _f: object, _r: object, _p: object = None) -> None:
         self.disconnected.set()
 
-    def _on_subscribe(self, _c: mqtt.Client, _u: object, mid: int, codes: list[ReasonCode], _p: object = None) -> None:
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, mid: int, codes: list[ReasonCode], _p: object = None
+    ) -> None:
         with self._suback_cond:
             self._subacks[mid] = list(codes)
             self._suback_cond.notify_all()
@@ -416,7 +428,8 @@ class Clients:
 
 def api(stack: Stack, user: str) -> httpx.Client:
     """A REST client authenticated as ``user``."""
-    return httpx.Client(base_url=stack.api_url, headers={"Authorization": f"Bearer {token(user)}"}, timeout=TIMEOUT)
+    headers = {"Authorization": f"Bearer {token(user)}"}
+    return httpx.Client(base_url=stack.api_url, headers=headers, timeout=TIMEOUT)
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = TIMEOUT, what: str = "condition") -> Any:
@@ -439,7 +452,9 @@ def unsigned_token(user_id: str, *, ttl_s: int = 3600) -> str:
         return base64.urlsafe_b64encode(json.dumps(obj).encode()).rstrip(b"=").decode()
 
     now = int(time.time())
-    claims = {"sub": user_id, "role": "member", "iat": now, "nbf": now, "exp": now + ttl_s, "jti": uuid.uuid4().hex}
+    claims = {
+        "sub": user_id, "role": "member", "iat": now, "nbf": now, "exp": now + ttl_s, "jti": uuid.uuid4().hex
+    }
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 

@@ -14,7 +14,6 @@ import pytest
 from messenger.constants import MAX_PAYLOAD_BYTES
 from tests.conftest import Stack
 from tests.e2e.helpers import (
-    QUIET,
     Clients,
     any_message,
     api,
@@ -211,7 +210,9 @@ def test_typing_reaches_the_peer(clients: Clients) -> None:
 
 
 @pytest.mark.parametrize("transport", ["tcp", "websockets"])
-def test_presence_is_mirrored_and_goes_offline_when_the_connection_dies(clients: Clients, transport: str) -> None:
+def test_presence_is_mirrored_and_goes_offline_when_the_connection_dies(
+    clients: Clients, transport: str
+) -> None:
     alice_id, bob_id = clients.uid("alice"), clients.uid("bob")
     clients.ensure_user(alice_id)
     bob = clients.connect(bob_id, "phone-1", transport=transport)
@@ -252,7 +253,7 @@ def test_clean_disconnect_does_not_fire_the_last_will(clients: Clients) -> None:
     state = carol.inbox.expect(lambda r: r.topic == f"presence/{bob_id}/phone", what="retained presence")
     assert state.retain and state.payload == b"online"
     topic = f"presence/{bob_id}/phone"
-    carol.inbox.assert_nothing(lambda r: r.topic == topic and r.payload != b"online", wait=QUIET, what="a Will")
+    carol.inbox.assert_nothing(lambda r: r.topic == topic and r.payload != b"online", what="a Last Will")
 
 
 def test_chat_over_websockets(clients: Clients) -> None:
