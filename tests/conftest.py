@@ -91,7 +91,9 @@ def make_user(sessions: sessionmaker[Session], make_uid: Callable[[str], str]) -
 
 @pytest.fixture(params=PRESENCE)
 def presence_store(request: pytest.FixtureRequest) -> Iterator[PresenceStore]:
-    store: PresenceStore = RedisPresenceStore(REDIS_URL) if request.param == "redis" else MemoryPresenceStore()
+    store: PresenceStore = MemoryPresenceStore()
+    if request.param == "redis":
+        store = RedisPresenceStore(REDIS_URL)
     if not store.ping():
         pytest.fail(f"presence store {request.param} is not reachable at {REDIS_URL}")
     yield store
