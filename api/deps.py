@@ -59,5 +59,6 @@ def db_session(deps: Annotated[ApiDeps, Depends(get_deps)]) -> Iterator[Session]
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
-DbSession = Annotated[Session, Depends(db_session)]
+# scope="function": commit before the response is sent, so a failed commit is the answer
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
 Deps = Annotated[ApiDeps, Depends(get_deps)]

@@ -58,7 +58,11 @@ class PresenceBridge(ServiceSubscriber):
         self.applied = 0
 
     def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        change = presence_change(msg.topic, bytes(msg.payload), datetime.now(UTC))
+        try:
+            change = presence_change(msg.topic, bytes(msg.payload), datetime.now(UTC))
+        except Exception:  # paho would re-raise it and end its network thread
+            logger.exception("could not read a presence message on %s", msg.topic)
+            change = None
         if change is None:
             logger.info("ignoring a malformed presence message on %s", msg.topic)
             if msg.qos:

@@ -70,10 +70,16 @@ class HandlerConsumer(ServiceSubscriber):
     # worker thread
 
     def _run(self) -> None:
-        while not self._stopping.is_set():
+        # On stop, drain what paho already took from the broker before leaving.
+        while not (self._stopping.is_set() and self._queue.empty()):
             batch = self._next_batch()
-            if batch:
+            if not batch:
+                continue
+            try:
                 self._handle(batch)
+            except Exception:
+                # never let one batch end the worker; unacked, the broker may redeliver it
+                logger.exception("handler failed on a batch of %d; leaving it unacked", len(batch))
 
     def _next_batch(self) -> list[_Received]:
         try:
@@ -100,6 +106,12 @@ class HandlerConsumer(ServiceSubscriber):
         if outputs is None:
             return  # stopping with the database down: leave the batch unacked for redelivery
         infos = [self._client.publish(o.topic, o.payload, qos=1) for o in outputs]
+        refused = [info for info in infos if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE]
+        if refused:
+            logger.error(
+                "paho refused %d publishes (its queue is full); the batch stays unacked", len(refused)
+            )
+            return
         # The acker waits for the broker to take the publishes, then acks; meanwhile this
         # thread goes on with the next batch (bounded by the acker queue's size).
         self._acks.put((infos, batch))
@@ -126,20 +138,28 @@ class HandlerConsumer(ServiceSubscriber):
                 if self._stopping.is_set() and not self._threads[0].is_alive():
                     return
                 continue
-            self._wait_published(infos)
+            if not self._wait_published(infos):
+                # outputs not taken by the broker: no ack, so a broker with a persistent session
+                # redelivers the commands and the idempotent processor publishes them again
+                logger.warning("publishes of a batch of %d not confirmed; leaving it unacked", len(batch))
+                continue
             for received in batch:
                 if received.qos > 0:
                     self._client.ack(received.mid, received.qos)
             self.processed += len(batch)
 
-    def _wait_published(self, infos: list[mqtt.MQTTMessageInfo]) -> None:
+    def _wait_published(self, infos: list[mqtt.MQTTMessageInfo]) -> bool:
+        """True when the broker took every publish within the timeout."""
         deadline = time.monotonic() + PUBLISH_TIMEOUT_S
         for info in infos:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                break
+                return False
             try:
                 info.wait_for_publish(timeout=remaining)
-            except RuntimeError:
-                # not connected: paho keeps the publish queued and sends it once it reconnects
-                break
+            except (RuntimeError, ValueError):
+                # not connected (paho sends it once it reconnects) or refused by paho
+                return False
+            if not info.is_published():
+                return False
+        return True

@@ -162,7 +162,7 @@ class CommandProcessor:
             for sender, t in work.typing:
                 if (t.to, sender) not in refused:
                     out.append(_event(t.to, protocol.typing_event(sender)))
-        for user_id, after in work.syncs:
+        for user_id, after in dict.fromkeys(work.syncs):  # a repeated request is answered once
             out.extend(self._catch_up(session, user_id, after))
         return out
 

@@ -13,6 +13,9 @@ DEV_SECRET: Final = "messenger-development-secret-do-not-use-in-production"  # n
 #: Largest inbound command accepted, in bytes (SPEC section 4).
 MAX_PAYLOAD_BYTES: Final = 64 * 1024
 
+#: Largest message id (BIGINT); larger ids in requests are refused, not overflowed.
+MAX_MESSAGE_ID: Final = 2**63 - 1
+
 #: Redis keys of the presence store.
 REDIS_PREFIX: Final = "messenger:"
 PRESENCE_DEVICES_KEY: Final = REDIS_PREFIX + "presence:{uid}:devices"  # hash device -> JSON state

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
 from acl.principal import USER_ID_PATTERN
-from messenger.constants import MAX_PAYLOAD_BYTES
+from messenger.constants import MAX_MESSAGE_ID, MAX_PAYLOAD_BYTES
 from messenger.exceptions import InvalidCommand
 from messenger.models import Message
 
@@ -62,7 +62,7 @@ class MarkRead(_Command):
     """``{"type": "read", "up_to": 12345}``; ``with`` limits it to one conversation."""
 
     type: Literal["read"]
-    up_to: int = Field(ge=0)
+    up_to: int = Field(ge=0, le=MAX_MESSAGE_ID)
     peer: UserId | None = Field(default=None, alias="with")
 
 
@@ -75,7 +75,7 @@ class Sync(_Command):
     """``{"type": "sync"}`` (unread) or ``{"type": "sync", "after": 12000}``."""
 
     type: Literal["sync"]
-    after: int | None = Field(default=None, ge=0)
+    after: int | None = Field(default=None, ge=0, le=MAX_MESSAGE_ID)
 
 
 Command = Annotated[SendMessage | MarkRead | Typing | Sync, Field(discriminator="type")]
@@ -91,7 +91,7 @@ def parse_command(payload: bytes) -> SendMessage | MarkRead | Typing | Sync:
         )
     try:
         data = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise InvalidCommand(f"payload is not UTF-8 JSON: {exc}", code="invalid_json") from exc
     if not isinstance(data, dict):
         raise InvalidCommand("a command is a JSON object", code="invalid_payload")
@@ -114,7 +114,7 @@ def client_id_of(payload: bytes) -> str | None:
     """Best-effort client id of a command that failed validation, to echo in the error event."""
     try:
         data = json.loads(payload[:MAX_PAYLOAD_BYTES].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):
         return None
     value = data.get("id") if isinstance(data, dict) else None
     return value[:64] if isinstance(value, str) else None
@@ -194,7 +194,7 @@ def parse_presence(payload: bytes) -> bool | None:
     if text.startswith("{"):
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
         text = data.get("status", "") if isinstance(data, dict) else ""
     return {"online": True, "offline": False}.get(text.strip().lower()) if isinstance(text, str) else None

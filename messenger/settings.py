@@ -6,6 +6,7 @@ One class per process; ``messenger serve`` combines them all. Build them with th
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from datetime import timedelta
 from functools import lru_cache
@@ -118,14 +119,36 @@ class BridgeSettings(ServiceClientSettings):
     pass
 
 
-class BrokerSettings(CommonSettings):
+class ListenerSettings(CommonSettings):
+    """A process that listens: loopback by default, and never public with the dev secret."""
+
     bind_host: str = constants.DEFAULT_BIND_HOST
+
+    @model_validator(mode="after")
+    def _dev_secret_only_on_loopback(self) -> Self:
+        if self.hs256_secret() == constants.DEV_SECRET and not _is_loopback(self.bind_host):
+            raise ValueError(
+                f"listening on {self.bind_host} with the published development secret would let anyone "
+                "sign tokens: set MESSENGER_JWT_SECRET (or a public key), or bind to 127.0.0.1"
+            )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class BrokerSettings(ListenerSettings):
     mqtt_port: int = constants.DEFAULT_MQTT_PORT
     ws_port: int = constants.DEFAULT_WS_PORT
 
 
-class ApiSettings(CommonSettings):
-    bind_host: str = constants.DEFAULT_BIND_HOST
+class ApiSettings(ListenerSettings):
     api_port: int = constants.DEFAULT_API_PORT
     history_max_limit: int = Field(default=200, ge=1)
 

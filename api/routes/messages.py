@@ -10,6 +10,7 @@ from acl.principal import USER_ID_PATTERN
 from api.deps import CurrentUser, DbSession, Deps
 from api.errors import ApiError
 from api.schemas import MessageOut, MessagePage
+from messenger.constants import MAX_MESSAGE_ID
 from messenger.repositories import messages
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
@@ -21,8 +22,12 @@ def history(
     session: DbSession,
     deps: Deps,
     peer: Annotated[str, Query(alias="with", pattern=f"^{USER_ID_PATTERN}$", description="The other user.")],
-    before: Annotated[int | None, Query(ge=1, description="Only messages with a smaller id (older).")] = None,
-    after: Annotated[int | None, Query(ge=0, description="Only messages with a larger id (newer).")] = None,
+    before: Annotated[
+        int | None, Query(ge=1, le=MAX_MESSAGE_ID, description="Only messages with a smaller id (older).")
+    ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_MESSAGE_ID, description="Only messages with a larger id (newer).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> MessagePage:
     """One conversation of the caller, by keyset on the message id.
