@@ -115,6 +115,3 @@ class MessengerAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
         if principal is None:
             return False
         return check(principal, _ACTIONS[action], topic)
-
-    def forget(self, client_id: str) -> None:
-        self._principals.pop(client_id, None)

@@ -23,8 +23,17 @@ from acl.tokens import TokenVerifier
 from acl.topics import parse_presence_topic
 from broker.exceptions import BrokerStartError
 from broker.plugins import MessengerAclPlugin
+from messenger.constants import MAX_PAYLOAD_BYTES
 
 logger = logging.getLogger(__name__)
+
+#: Largest publish the broker relays: the handler answers up to 4x its 64 KiB command limit
+#: with ``payload_too_large``; beyond that the broker drops it.
+MAX_BROKER_PAYLOAD = 4 * MAX_PAYLOAD_BYTES
+#: Largest retained presence state ("online", or a small JSON object).
+MAX_PRESENCE_PAYLOAD = 1024
+#: How long the broker keeps the session of a persistent client that went away.
+SESSION_EXPIRY_S = 24 * 3600
 
 PLUGIN_PATH = f"{MessengerAclPlugin.__module__}.{MessengerAclPlugin.__qualname__}"
 
@@ -133,6 +142,38 @@ class MessengerBroker(Broker):
         finally:
             writer.close()
 
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        # What amqtt queued for an offline persistent session are ordinary messages, not
+        # retained ones: amqtt 0.12 replays them with the retain flag set, and a subscriber
+        # (the handler) would take a device's "online" for a replay of old state.
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        tasks = []
+        while not session.retained_messages.empty():
+            queued = session.retained_messages.get_nowait()
+            tasks.append(
+                asyncio.ensure_future(handler.mqtt_publish(queued.topic, queued.data, queued.qos, False))
+            )
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        # amqtt has no packet size limit; refuse what no Messenger client needs to send
+        message = wait_deliver.result()
+        if message is not None and message.data is not None and len(message.data) > MAX_BROKER_PAYLOAD:
+            logger.warning(
+                "dropped a %d-byte publish from %s on %s (limit %d)",
+                len(message.data),
+                client_session.client_id,
+                message.topic,
+                MAX_BROKER_PAYLOAD,
+            )
+            return True
+        return await super()._handle_message_delivery(client_session, handler, wait_deliver)
+
     async def retain_message(
         self,
         source_session: Session | None,
@@ -142,6 +183,9 @@ class MessengerBroker(Broker):
     ) -> None:
         if topic_name is None or parse_presence_topic(topic_name) is None:
             logger.info("not retaining a message on %r: only presence is retained", topic_name)
+            return
+        if data is not None and len(data) > MAX_PRESENCE_PAYLOAD:
+            logger.info("not retaining a %d-byte presence message on %r", len(data), topic_name)
             return
         await super().retain_message(source_session, topic_name, data, qos)
 
@@ -173,6 +217,8 @@ class EmbeddedBroker:
         self._config: dict[str, Any] = {
             "listeners": listeners,
             "timeout_disconnect_delay": 2,
+            # offline persistent sessions (and their queues) do not live forever
+            "session_expiry_interval": SESSION_EXPIRY_S,
             "plugins": {PLUGIN_PATH: {"verifier": verifier, "on_authenticated": on_authenticated}},
         }
         self._broker: MessengerBroker | None = None

@@ -127,8 +127,13 @@ def mark_read(
     ]
     if peer is not None:
         conditions.append(Message.sender_id == peer)
+    # FOR UPDATE: a message committed between this read and the update is either in both or
+    # in neither, so every message marked read is reported to its sender
     rows = session.execute(
-        select(Message.sender_id, func.max(Message.id)).where(*conditions).group_by(Message.sender_id)
+        select(Message.sender_id, func.max(Message.id))
+        .where(*conditions)
+        .group_by(Message.sender_id)
+        .with_for_update()
     )
     senders = {sender: top for sender, top in rows}
     if senders:

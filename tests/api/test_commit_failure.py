@@ -28,7 +28,9 @@ class _CommitFails(Session):
         raise OperationalError("COMMIT", {}, Exception("the disk went away"))
 
 
-def test_a_failed_commit_is_a_503_and_nothing_is_stored(engine: Engine, make_user: Callable[..., str]) -> None:
+def test_a_failed_commit_is_a_503_and_nothing_is_stored(
+    engine: Engine, make_user: Callable[..., str]
+) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     failing = sessionmaker(engine, class_=_CommitFails, expire_on_commit=False)
     verifier = TokenVerifier(TokenConfig(hs256_secret=DEV_SECRET))
