@@ -57,6 +57,19 @@ class PresenceBridge(ServiceSubscriber):
         self._add_thread(self._run, "presence-bridge")
         self.applied = 0
 
+    def start(self, host: str, port: int, *, wait_s: float = 10.0) -> None:
+        """Forget what this node recorded before (no Will fires for a restarted broker), then subscribe."""
+        try:
+            reset = self._store.reset_node(self._node_id, datetime.now(UTC))
+        except StoreUnavailable as exc:
+            logger.warning("could not reset the presence of node %s: %s", self._node_id, exc)
+        else:
+            if reset:
+                logger.info(
+                    "marked %d devices of node %s offline until they announce again", reset, self._node_id
+                )
+        super().start(host, port, wait_s=wait_s)
+
     def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
             change = presence_change(msg.topic, bytes(msg.payload), datetime.now(UTC))

@@ -20,6 +20,7 @@ MAX_MESSAGE_ID: Final = 2**63 - 1
 REDIS_PREFIX: Final = "messenger:"
 PRESENCE_DEVICES_KEY: Final = REDIS_PREFIX + "presence:{uid}:devices"  # hash device -> JSON state
 PRESENCE_LAST_SEEN_KEY: Final = REDIS_PREFIX + "presence:{uid}:last_seen"
+PRESENCE_NODE_KEY: Final = REDIS_PREFIX + "presence-node:{node}"  # set of "uid/device" a node recorded
 
 #: Default listeners of ``messenger serve``: loopback only, off the usual 1883 so a system
 #: Mosquitto can keep its port.

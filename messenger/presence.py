@@ -14,7 +14,7 @@ from typing import Protocol
 
 import redis
 
-from messenger.constants import PRESENCE_DEVICES_KEY, PRESENCE_LAST_SEEN_KEY
+from messenger.constants import PRESENCE_DEVICES_KEY, PRESENCE_LAST_SEEN_KEY, PRESENCE_NODE_KEY
 from messenger.exceptions import StoreUnavailable
 
 
@@ -45,6 +45,14 @@ class PresenceStore(Protocol):
 
     def get(self, user_id: str) -> PresenceInfo: ...
 
+    def reset_node(self, node: str, at: datetime) -> int:
+        """Mark offline every device recorded as online on ``node``; returns how many.
+
+        A broker node that restarts (or crashed) sends no Last Wills, so its bridge calls this
+        before it subscribes; the broker's retained presence then brings back who is online.
+        """
+        ...
+
     def ping(self) -> bool: ...
 
     def close(self) -> None: ...
@@ -74,6 +82,18 @@ class MemoryPresenceStore:
             devices = sorted(self._devices.get(user_id, {}).values(), key=lambda d: d.device)
             return PresenceInfo(user_id, devices, self._last_seen.get(user_id))
 
+    def reset_node(self, node: str, at: datetime) -> int:
+        at = at.astimezone(UTC)
+        reset = 0
+        with self._lock:
+            for user_id, devices in self._devices.items():
+                stale = [name for name, state in devices.items() if state.node == node]
+                for name in stale:
+                    del devices[name]
+                    self._last_seen[user_id] = at
+                reset += len(stale)
+        return reset
+
     def ping(self) -> bool:
         return True
 
@@ -90,15 +110,17 @@ class RedisPresenceStore:
     def set_device(self, user_id: str, device: str, *, online: bool, node: str, at: datetime) -> None:
         devices_key = PRESENCE_DEVICES_KEY.format(uid=user_id)
         try:
+            pipe = self._redis.pipeline()
             if online:
                 state = json.dumps({"node": node, "since": at.timestamp()})
                 # keep the first "since" when a device repeats its online state
-                self._redis.hsetnx(devices_key, device, state)
+                pipe.hsetnx(devices_key, device, state)
+                pipe.sadd(PRESENCE_NODE_KEY.format(node=node), f"{user_id}/{device}")
             else:
-                pipe = self._redis.pipeline()
                 pipe.hdel(devices_key, device)
                 pipe.set(PRESENCE_LAST_SEEN_KEY.format(uid=user_id), str(at.timestamp()))
-                pipe.execute()
+                pipe.srem(PRESENCE_NODE_KEY.format(node=node), f"{user_id}/{device}")
+            pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(f"presence store unavailable: {exc}") from exc
 
@@ -118,6 +140,26 @@ class RedisPresenceStore:
             )
         last_seen = datetime.fromtimestamp(float(raw_last_seen), UTC) if raw_last_seen else None
         return PresenceInfo(user_id, devices, last_seen)
+
+    def reset_node(self, node: str, at: datetime) -> int:
+        node_key = PRESENCE_NODE_KEY.format(node=node)
+        reset = 0
+        try:
+            for member in self._redis.smembers(node_key):
+                text = member.decode() if isinstance(member, bytes) else member
+                user_id, _, device = text.partition("/")
+                devices_key = PRESENCE_DEVICES_KEY.format(uid=user_id)
+                raw = self._redis.hget(devices_key, device)
+                if raw is not None and json.loads(raw)["node"] == node:
+                    pipe = self._redis.pipeline()
+                    pipe.hdel(devices_key, device)
+                    pipe.set(PRESENCE_LAST_SEEN_KEY.format(uid=user_id), str(at.timestamp()))
+                    pipe.execute()
+                    reset += 1
+                self._redis.srem(node_key, member)
+        except redis.RedisError as exc:
+            raise StoreUnavailable(f"presence store unavailable: {exc}") from exc
+        return reset
 
     def ping(self) -> bool:
         try:

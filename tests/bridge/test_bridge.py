@@ -187,3 +187,20 @@ def test_start_times_out_without_a_broker(client: mqtt.Client) -> None:
     bridge = PresenceBridge(client, MemoryPresenceStore(), node_id="node-test")
     with pytest.raises(TimeoutError, match="could not subscribe"):
         bridge.start("127.0.0.1", _closed_port(), wait_s=0.5)
+
+
+def test_start_forgets_what_this_node_recorded_before(
+    client: mqtt.Client, presence_store: PresenceStore, make_uid: MakeUid
+) -> None:
+    """A restarted broker fires no Last Will: the bridge resets its node, retained presence refills it."""
+    uid = make_uid("stale")
+    presence_store.set_device(uid, "phone", online=True, node="node-test", at=AT)
+    presence_store.set_device(uid, "laptop", online=True, node="another-node", at=AT)
+    bridge = PresenceBridge(client, presence_store, node_id="node-test")
+    _subscribed(client)
+    bridge.start("127.0.0.1", _closed_port(), wait_s=5)
+    try:
+        assert [d.device for d in presence_store.get(uid).devices] == ["laptop"]
+        assert presence_store.get(uid).last_seen is not None
+    finally:
+        bridge.stop()

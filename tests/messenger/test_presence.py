@@ -139,3 +139,26 @@ def test_create_presence_store_without_url_is_in_process() -> None:
     store = create_presence_store(None)
     assert isinstance(store, MemoryPresenceStore)
     store.close()
+
+
+def test_reset_node_marks_only_that_nodes_devices_offline(
+    presence_store: PresenceStore, make_uid: Callable[[str], str]
+) -> None:
+    alice, bob = make_uid("alice"), make_uid("bob")
+    node_a, node_b = make_uid("node-a"), make_uid("node-b")
+    t0 = datetime(2026, 11, 24, 10, 0, tzinfo=UTC)
+    presence_store.set_device(alice, "phone", online=True, node=node_a, at=t0)
+    presence_store.set_device(alice, "laptop", online=True, node=node_b, at=t0)
+    presence_store.set_device(bob, "phone", online=True, node=node_a, at=t0)
+    presence_store.set_device(bob, "tablet", online=True, node=node_a, at=t0)
+    presence_store.set_device(bob, "tablet", online=False, node=node_a, at=t0)  # already gone
+
+    t1 = t0 + timedelta(minutes=5)
+    assert presence_store.reset_node(node_a, t1) == 2
+
+    assert [d.device for d in presence_store.get(alice).devices] == ["laptop"]
+    assert presence_store.get(bob).online is False
+    assert presence_store.get(bob).last_seen == t1
+    # a second reset finds nothing left, and the other node is untouched
+    assert presence_store.reset_node(node_a, t1) == 0
+    assert presence_store.get(alice).online is True
