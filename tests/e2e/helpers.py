@@ -19,7 +19,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -456,15 +456,6 @@ def unsigned_token(user_id: str, *, ttl_s: int = 3600) -> str:
         "sub": user_id, "role": "member", "iat": now, "nbf": now, "exp": now + ttl_s, "jti": uuid.uuid4().hex
     }
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
-
-
-def clients_fixture(stack: Stack) -> Iterator[Clients]:
-    """Body of each test module's ``clients`` fixture."""
-    pool = Clients(stack)
-    try:
-        yield pool
-    finally:
-        pool.close_all()
 
 
 def stored_messages(stack: Stack, sender: str, client_msg_id: str) -> list[Message]:

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-
-import pytest
 
 from broker.server import MAX_BROKER_PAYLOAD, MAX_PRESENCE_PAYLOAD
-from tests.conftest import Stack
-from tests.e2e.helpers import Clients, api, clients_fixture, event, message, stored_messages, wait_until
-
-
-@pytest.fixture
-def clients(stack: Stack) -> Iterator[Clients]:
-    yield from clients_fixture(stack)
+from tests.e2e.helpers import Clients, api, event, message, stored_messages, wait_until
 
 
 def test_deeply_nested_json_is_an_error_and_the_handler_goes_on(clients: Clients) -> None:

@@ -7,27 +7,19 @@ presence) and uses its own user ids.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 
 from messenger.constants import MAX_PAYLOAD_BYTES
-from tests.conftest import Stack
 from tests.e2e.helpers import (
     Clients,
     any_message,
     api,
-    clients_fixture,
     event,
     message,
     stored_messages,
     wait_until,
 )
-
-
-@pytest.fixture
-def clients(stack: Stack) -> Iterator[Clients]:
-    yield from clients_fixture(stack)
 
 
 def test_message_reaches_online_recipient_and_sender_gets_ack(clients: Clients) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -24,7 +24,6 @@ from tests.e2e.helpers import (
     Clients,
     any_message,
     api,
-    clients_fixture,
     event,
     message,
     not_authorized,
@@ -35,11 +34,6 @@ from tests.e2e.helpers import (
 
 OTHER_SECRET = "an-attacker-secret-that-is-long-enough-for-hs256"
 SUBACK_FAILURE = 0x80
-
-
-@pytest.fixture
-def clients(stack: Stack) -> Iterator[Clients]:
-    yield from clients_fixture(stack)
 
 
 def _user_exists(stack: Stack, user_id: str) -> bool:

@@ -2,17 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
-from tests.conftest import Stack
-from tests.e2e.helpers import Clients, clients_fixture, message
-
-
-@pytest.fixture
-def clients(stack: Stack) -> Iterator[Clients]:
-    yield from clients_fixture(stack)
+from tests.e2e.helpers import Clients, message
 
 
 def test_alice_to_bob(clients: Clients) -> None:
