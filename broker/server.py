@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -276,3 +277,42 @@ class EmbeddedBroker:
 def _bound(server: Any) -> tuple[str, int]:
     sockname = server.sockets[0].getsockname()
     return str(sockname[0]), int(sockname[1])
+
+
+class _AmqttPubackTimeouts(logging.Filter):
+    """Folds amqtt's per-message PUBACK timeout logs into one line per interval.
+
+    Under a burst, amqtt 0.12 logs a warning, an error and a traceback for every message a
+    subscriber acked later than its fixed 5 s, and a warning for every late PUBACK: thousands
+    of lines that drown everything else.
+    """
+
+    PATTERNS = ("Timeout waiting for PUBACK", "Received PUBACK for unknown pending message")
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        super().__init__()
+        self._interval_s = interval_s
+        self._suppressed = 0
+        self._since = time.monotonic() - interval_s  # the first one is reported at once
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if not any(pattern in text for pattern in self.PATTERNS):
+            return True
+        self._suppressed += 1
+        now = time.monotonic()
+        if now - self._since < self._interval_s:
+            return False
+        record.msg = "%d slow or late PUBACKs over %.0f s: the broker is overloaded"
+        record.args = (self._suppressed, now - self._since)
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        record.exc_info = record.exc_text = None
+        self._suppressed, self._since = 0, now
+        return True
+
+
+def fold_amqtt_timeout_logs() -> None:
+    """Install the filter on amqtt's loggers (call once, where logging is configured)."""
+    folding = _AmqttPubackTimeouts()
+    for name in ("amqtt.broker", "amqtt.mqtt.protocol.handler"):
+        logging.getLogger(name).addFilter(folding)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from messenger.mqtt import ServiceSubscriber
 logger = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT_S = 30.0
+MAX_OUTSTANDING = 20_000
 MAX_BACKOFF_S = 5.0
 
 
@@ -57,7 +59,11 @@ class HandlerConsumer(ServiceSubscriber):
         self._batch_size = batch_size
         self._batch_wait_s = batch_wait_s
         self._queue: queue.Queue[_Received] = queue.Queue()
-        self._acks: queue.Queue[tuple[list[mqtt.MQTTMessageInfo], list[_Received]]] = queue.Queue(maxsize=8)
+        self._acks: queue.Queue[tuple[list[mqtt.MQTTMessageInfo], list[_Received]]] = queue.Queue()
+        # publishes handed to paho and not yet confirmed: bounded, so a burst of catch-ups
+        # cannot exhaust paho's 65,535 message ids or its memory
+        self._outstanding = 0
+        self._outstanding_changed = threading.Condition()
         self._add_thread(self._run, "handler-worker")
         self._add_thread(self._run_acker, "handler-acker")
         self.processed = 0
@@ -105,16 +111,31 @@ class HandlerConsumer(ServiceSubscriber):
         outputs = self._process_until_stored([r.item for r in batch])
         if outputs is None:
             return  # stopping with the database down: leave the batch unacked for redelivery
+        self._reserve(len(outputs))
         infos = [self._client.publish(o.topic, o.payload, qos=1) for o in outputs]
         refused = [info for info in infos if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE]
         if refused:
             logger.error(
                 "paho refused %d publishes (its queue is full); the batch stays unacked", len(refused)
             )
+            self._release(len(outputs))
             return
         # The acker waits for the broker to take the publishes, then acks; meanwhile this
-        # thread goes on with the next batch (bounded by the acker queue's size).
+        # thread goes on with the next batch (bounded by MAX_OUTSTANDING publishes).
         self._acks.put((infos, batch))
+
+    def _reserve(self, count: int) -> None:
+        """Wait until ``count`` more publishes fit under MAX_OUTSTANDING (one batch always fits)."""
+        with self._outstanding_changed:
+            self._outstanding_changed.wait_for(
+                lambda: self._outstanding == 0 or self._outstanding + count <= MAX_OUTSTANDING
+            )
+            self._outstanding += count
+
+    def _release(self, count: int) -> None:
+        with self._outstanding_changed:
+            self._outstanding -= count
+            self._outstanding_changed.notify_all()
 
     def _process_until_stored(self, items: list[Inbound]) -> list[Outbound] | None:
         backoff = 0.1
@@ -138,7 +159,9 @@ class HandlerConsumer(ServiceSubscriber):
                 if self._stopping.is_set() and not self._threads[0].is_alive():
                     return
                 continue
-            if not self._wait_published(infos):
+            published = self._wait_published(infos)
+            self._release(len(infos))
+            if not published:
                 # outputs not taken by the broker: no ack, so a broker with a persistent session
                 # redelivers the commands and the idempotent processor publishes them again
                 logger.warning("publishes of a batch of %d not confirmed; leaving it unacked", len(batch))

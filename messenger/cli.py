@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from acl.principal import Role, is_valid_user_id
 from acl.tokens import issue_token
 from broker.exceptions import BrokerStartError
+from broker.server import fold_amqtt_timeout_logs
 from messenger import __version__
 from messenger.exceptions import ConfigurationError
 
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("transitions").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("websockets").setLevel(logging.WARNING)
+    fold_amqtt_timeout_logs()
 
     try:
         return _run(args, settings)
