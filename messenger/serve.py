@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import uvicorn
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
 from acl.principal import Principal
 from acl.tokens import TokenVerifier
@@ -45,7 +46,7 @@ class _QuietServer(uvicorn.Server):
 class UserProvisioner:
     """Creates a user from its token's claims on its first successful CONNECT."""
 
-    def __init__(self, sessions: object) -> None:
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._known: set[str] = set()
         self._lock = threading.Lock()
@@ -54,7 +55,7 @@ class UserProvisioner:
         with self._lock:
             if principal.user_id in self._known:
                 return
-        with unit_of_work(self._sessions) as session:  # type: ignore[arg-type]
+        with unit_of_work(self._sessions) as session:
             users.ensure(session, principal.user_id, principal.role.value)
         with self._lock:
             self._known.add(principal.user_id)
@@ -71,7 +72,7 @@ class Endpoints:
 
 
 class Messenger:
-    """All components wired together; ``start`` and ``stop`` are idempotent-safe and ordered."""
+    """All components wired together, started and stopped in order."""
 
     def __init__(self, settings: ServeSettings) -> None:
         self.settings = settings
