@@ -260,18 +260,24 @@ class EmbeddedBroker:
             await self._broker.shutdown()
 
     def _check_port(self, port: int, flag: str, env: str) -> None:
-        if port == 0:
-            return
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((self._host, port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise BrokerStartError(
-                        f"port {port} on {self._host} is already in use; choose another with {flag} or {env}"
-                    ) from exc
-                raise BrokerStartError(f"cannot listen on {self._host}:{port}: {exc.strerror}") from exc
+        if port != 0:
+            bind_port(self._host, port, flag, env).close()
+
+
+def bind_port(host: str, port: int, flag: str, env: str) -> socket.socket:
+    """A TCP socket bound to ``host:port``; a taken port is a BrokerStartError naming ``flag``/``env``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise BrokerStartError(
+                f"port {port} on {host} is already in use; choose another with {flag} or {env}"
+            ) from exc
+        raise BrokerStartError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+    return sock
 
 
 def _bound(server: Any) -> tuple[str, int]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import signal
 import socket
@@ -21,8 +20,7 @@ from acl.tokens import TokenVerifier
 from api.app import create_app
 from api.deps import ApiDeps
 from bridge.bridge import PresenceBridge
-from broker.exceptions import BrokerStartError
-from broker.server import EmbeddedBroker, Listeners
+from broker.server import EmbeddedBroker, Listeners, bind_port
 from handler.consumer import HandlerConsumer
 from handler.processor import CommandProcessor
 from messenger.db import create_db_engine, migrate, session_factory, unit_of_work
@@ -162,22 +160,10 @@ class Messenger:
 
 
 def _listen(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise BrokerStartError(_port_message(exc, host, port, "--api-port", "MESSENGER_API_PORT")) from exc
+    sock = bind_port(host, port, "--api-port", "MESSENGER_API_PORT")
     sock.listen(2048)
     sock.setblocking(False)
     return sock
-
-
-def _port_message(exc: OSError, host: str, port: int, flag: str, env: str) -> str:
-    if exc.errno == errno.EADDRINUSE:
-        return f"port {port} on {host} is already in use; choose another with {flag} or {env}"
-    return f"cannot listen on {host}:{port}: {exc.strerror}"
 
 
 def _hide_password(url: str) -> str:
