@@ -117,9 +117,7 @@ class RedisPresenceStore:
                 pipe.hsetnx(devices_key, device, state)
                 pipe.sadd(PRESENCE_NODE_KEY.format(node=node), f"{user_id}/{device}")
             else:
-                pipe.hdel(devices_key, device)
-                pipe.set(PRESENCE_LAST_SEEN_KEY.format(uid=user_id), str(at.timestamp()))
-                pipe.srem(PRESENCE_NODE_KEY.format(node=node), f"{user_id}/{device}")
+                _queue_offline(pipe, user_id, device, node, at)
             pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(f"presence store unavailable: {exc}") from exc
@@ -148,15 +146,14 @@ class RedisPresenceStore:
             for member in self._redis.smembers(node_key):
                 text = member.decode() if isinstance(member, bytes) else member
                 user_id, _, device = text.partition("/")
-                devices_key = PRESENCE_DEVICES_KEY.format(uid=user_id)
-                raw = self._redis.hget(devices_key, device)
+                raw = self._redis.hget(PRESENCE_DEVICES_KEY.format(uid=user_id), device)
+                pipe = self._redis.pipeline()
                 if raw is not None and json.loads(raw)["node"] == node:
-                    pipe = self._redis.pipeline()
-                    pipe.hdel(devices_key, device)
-                    pipe.set(PRESENCE_LAST_SEEN_KEY.format(uid=user_id), str(at.timestamp()))
-                    pipe.execute()
+                    _queue_offline(pipe, user_id, device, node, at)
                     reset += 1
-                self._redis.srem(node_key, member)
+                else:  # gone already, or now recorded by another node
+                    pipe.srem(node_key, member)
+                pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(f"presence store unavailable: {exc}") from exc
         return reset
@@ -169,6 +166,13 @@ class RedisPresenceStore:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _queue_offline(pipe: redis.client.Pipeline, user_id: str, device: str, node: str, at: datetime) -> None:
+    """Queue on ``pipe`` what a device going offline changes: its state, last seen, its node's set."""
+    pipe.hdel(PRESENCE_DEVICES_KEY.format(uid=user_id), device)
+    pipe.set(PRESENCE_LAST_SEEN_KEY.format(uid=user_id), str(at.timestamp()))
+    pipe.srem(PRESENCE_NODE_KEY.format(node=node), f"{user_id}/{device}")
 
 
 def create_presence_store(redis_url: str | None) -> PresenceStore:
