@@ -134,17 +134,22 @@ def test_healthz_needs_no_token(client: TestClient) -> None:
 # --- history ---
 
 
-def test_history_pages_newest_first(client: TestClient, sessions: Sessions, make_user: MakeUser) -> None:
-    alice, bob = make_user("alice"), make_user("bob")
-    sent = send(
+def alternating_conversation(sessions: Sessions, alice: str, bob: str, count: int) -> list[int]:
+    """``count`` messages, alice and bob taking turns (alice first); their ids in order."""
+    return send(
         sessions,
         *(
             NewMessage(alice, bob, f"a{i}", f"body {i}")
             if i % 2 == 0
             else NewMessage(bob, alice, f"b{i}", f"body {i}")
-            for i in range(7)
+            for i in range(count)
         ),
     )
+
+
+def test_history_pages_newest_first(client: TestClient, sessions: Sessions, make_user: MakeUser) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    sent = alternating_conversation(sessions, alice, bob, 7)
 
     first = history(client, alice, bob, limit=3)
     assert ids(first) == sent[:-4:-1]
@@ -167,15 +172,7 @@ def test_history_pages_forward_with_after(
     client: TestClient, sessions: Sessions, make_user: MakeUser
 ) -> None:
     alice, bob = make_user("alice"), make_user("bob")
-    sent = send(
-        sessions,
-        *(
-            NewMessage(alice, bob, f"a{i}", f"body {i}")
-            if i % 2 == 0
-            else NewMessage(bob, alice, f"b{i}", f"body {i}")
-            for i in range(7)
-        ),
-    )
+    sent = alternating_conversation(sessions, alice, bob, 7)
 
     # only `after`: oldest first from that id, paging forward with next_after
     newer = history(client, alice, bob, after=sent[4])
