@@ -21,14 +21,6 @@ class InvalidCommand(MessengerError):
     code = "invalid_payload"
 
 
-class NotFound(MessengerError):
-    code = "not_found"
-
-
-class Conflict(MessengerError):
-    code = "conflict"
-
-
 class StoreUnavailable(MessengerError):
     """The database or the presence store cannot be reached; the work can be retried."""
 

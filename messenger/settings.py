@@ -1,7 +1,7 @@
 """Configuration, read from ``MESSENGER_*`` environment variables (pydantic-settings).
 
-One class per process; ``messenger serve`` combines them all. Build them with the cached
-``get_*_settings()`` functions, never at import time.
+One class per process; ``messenger serve`` combines them all. The entry point builds them once,
+never at import time, and passes them down (the CLI applies its flags on top).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 from datetime import timedelta
-from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
 
@@ -115,10 +114,6 @@ class HandlerSettings(ServiceClientSettings):
     max_inflight: int = Field(default=1000, ge=1, le=65_000)
 
 
-class BridgeSettings(ServiceClientSettings):
-    pass
-
-
 class ListenerSettings(CommonSettings):
     """A process that listens: loopback by default, and never public with the dev secret."""
 
@@ -155,13 +150,3 @@ class ApiSettings(ListenerSettings):
 
 class ServeSettings(HandlerSettings, BrokerSettings, ApiSettings):
     """Everything in one process on embedded defaults (``messenger serve``)."""
-
-
-@lru_cache
-def get_serve_settings() -> ServeSettings:
-    return ServeSettings()
-
-
-@lru_cache
-def get_common_settings() -> CommonSettings:
-    return CommonSettings()
