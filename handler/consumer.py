@@ -22,8 +22,10 @@ from dataclasses import dataclass
 import paho.mqtt.client as mqtt
 
 from acl.topics import INBOUND_FILTER, PRESENCE_FILTER
-from handler.processor import CommandProcessor, Inbound, Outbound
+from handler.processor import CommandProcessor, Inbound, Work
+from messenger.actions import Outbound
 from messenger.exceptions import StoreUnavailable
+from messenger.metrics import Metrics
 from messenger.mqtt import ServiceSubscriber
 
 logger = logging.getLogger(__name__)
@@ -53,9 +55,11 @@ class HandlerConsumer(ServiceSubscriber):
         batch_size: int = 500,
         batch_wait_s: float = 0.002,
         subscriptions: Sequence[str] = (INBOUND_FILTER, PRESENCE_FILTER),
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(client, subscriptions)
         self._processor = processor
+        self._metrics = metrics
         self._batch_size = batch_size
         self._batch_wait_s = batch_wait_s
         self._queue: queue.Queue[_Received] = queue.Queue()
@@ -108,9 +112,13 @@ class HandlerConsumer(ServiceSubscriber):
         return batch
 
     def _handle(self, batch: list[_Received]) -> None:
+        started = time.perf_counter()
         outputs = self._process_until_stored([r.item for r in batch])
         if outputs is None:
             return  # stopping with the database down: leave the batch unacked for redelivery
+        if self._metrics is not None:
+            self._metrics.handler_batch_size.observe(len(batch))
+            self._metrics.handler_batch_seconds.observe(time.perf_counter() - started)
         self._reserve(len(outputs))
         infos = [self._client.publish(o.topic, o.payload, qos=1) for o in outputs]
         refused = [info for info in infos if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE]
@@ -139,9 +147,12 @@ class HandlerConsumer(ServiceSubscriber):
 
     def _process_until_stored(self, items: list[Inbound]) -> list[Outbound] | None:
         backoff = 0.1
+        work: Work | None = None
         while True:
             try:
-                return self._processor.process(items)
+                if work is None:  # parsed and rate-limited once, however often it is retried
+                    work = self._processor.prepare(items)
+                return self._processor.commit(work)
             except StoreUnavailable as exc:
                 if self._stopping.is_set():
                     return None

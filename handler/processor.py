@@ -13,13 +13,15 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from acl.topics import events_topic, messages_topic, parse_inbound_topic, parse_presence_topic
-from messenger import protocol
+from acl.topics import parse_inbound_topic, parse_presence_topic
+from messenger import actions, protocol
+from messenger.actions import Outbound, SendRequest, SendResult, event
 from messenger.db import unit_of_work
 from messenger.exceptions import InvalidCommand, StoreUnavailable
+from messenger.metrics import Metrics
 from messenger.protocol import MarkRead, SendMessage, Sync, Typing
-from messenger.repositories import blocks, messages, users
-from messenger.repositories.messages import NewMessage
+from messenger.ratelimit import RateLimiter
+from messenger.repositories import blocks, messages
 
 logger = logging.getLogger(__name__)
 
@@ -36,69 +38,69 @@ class Inbound:
     retained: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    topic: str
-    payload: bytes
-
-
 @dataclass(slots=True)
-class _Batch:
-    """The work of one batch, sorted by kind, with the replies that need no database."""
+class Work:
+    """A parsed, rate-limited batch, sorted by kind, with the replies that need no database.
 
-    sends: list[tuple[str, SendMessage]] = field(default_factory=list)
+    Built once by :meth:`CommandProcessor.prepare`; :meth:`CommandProcessor.commit` may run it
+    again and again (database outage, idempotency race) without taking rate-limit tokens twice.
+    """
+
+    sends: list[SendRequest] = field(default_factory=list)
     reads: list[tuple[str, MarkRead]] = field(default_factory=list)
     typing: list[tuple[str, Typing]] = field(default_factory=list)
     syncs: list[tuple[str, int | None]] = field(default_factory=list)
     replies: list[Outbound] = field(default_factory=list)
 
+    def __len__(self) -> int:
+        return len(self.sends) + len(self.reads) + len(self.typing) + len(self.syncs)
+
+    def split(self) -> list[Work]:
+        """One Work per command; the replies go with the first."""
+        parts = [Work(sends=[s]) for s in self.sends]
+        parts += [Work(reads=[r]) for r in self.reads]
+        parts += [Work(typing=[t]) for t in self.typing]
+        parts += [Work(syncs=[s]) for s in self.syncs]
+        if not parts:
+            return [Work(replies=list(self.replies))]
+        parts[0].replies = list(self.replies)
+        return parts
+
+    def user(self) -> tuple[str, str | None] | None:
+        """Who gets the ``internal_error`` of a one-command Work, and its client id."""
+        if self.sends:
+            return self.sends[0].sender, self.sends[0].client_id
+        for user, _ in (*self.reads, *self.typing, *self.syncs):
+            return user, None
+        return None
+
 
 class CommandProcessor:
     """Turns inbound commands into database writes and the messages to publish afterwards."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, sync_page_size: int = 100) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        *,
+        sync_page_size: int = 100,
+        limiter: RateLimiter | None = None,
+        metrics: Metrics | None = None,
+    ) -> None:
         self._sessions = sessions
         self._sync_page_size = sync_page_size
+        self._limiter = limiter
+        self._metrics = metrics
 
     def process(self, batch: Sequence[Inbound]) -> list[Outbound]:
-        """Handle a batch in one transaction; return what to publish once it is committed.
+        """:meth:`prepare` then :meth:`commit` (raises StoreUnavailable like both)."""
+        return self.commit(self.prepare(batch))
 
-        Raises StoreUnavailable when the database is down: nothing was done, retry the batch.
-        Any other failure is isolated to the command that caused it, which gets an
-        ``internal_error`` event; the rest of the batch goes through.
+    def prepare(self, batch: Sequence[Inbound]) -> Work:
+        """Parse a batch and apply the send rate limits; no database.
+
+        Raises StoreUnavailable when the rate-limit store (Redis) is down.
         """
-        try:
-            return self._process_with_retries(batch)
-        except StoreUnavailable:
-            raise
-        except Exception:
-            if len(batch) == 1:
-                logger.exception("command on %s failed; replying internal_error", batch[0].topic)
-                return self._internal_error(batch[0])
-            logger.warning(
-                "a batch of %d failed; retrying its commands one by one", len(batch), exc_info=True
-            )
-        out: list[Outbound] = []
-        for item in batch:
-            out.extend(self.process([item]))
-        return out
-
-    def _process_with_retries(self, batch: Sequence[Inbound]) -> list[Outbound]:
-        for attempt in range(INTEGRITY_RETRIES):
-            work = self._parse(batch)
-            try:
-                with unit_of_work(self._sessions) as session:
-                    work.replies.extend(self._apply(session, work))
-                return work.replies
-            except IntegrityError:
-                # another handler stored one of these messages between our lookup and insert
-                if attempt == INTEGRITY_RETRIES - 1:
-                    raise
-                logger.info("idempotency race on a batch of %d; retrying", len(batch))
-        raise AssertionError("unreachable")
-
-    def _parse(self, batch: Sequence[Inbound]) -> _Batch:
-        work = _Batch()
+        work = Work()
         for item in batch:
             sender = parse_inbound_topic(item.topic)
             if sender is not None:
@@ -108,42 +110,68 @@ class CommandProcessor:
             # a device that comes online gets what it missed; replays of retained state do not
             if presence is not None and not item.retained and protocol.parse_presence(item.payload):
                 work.syncs.append((presence[0], None))
+        work.sends, limited = actions.rate_limit(self._limiter, work.sends)
+        work.replies.extend(self._refusals(limited))
         return work
 
-    def _parse_command(self, sender: str, payload: bytes, work: _Batch) -> None:
+    def commit(self, work: Work) -> list[Outbound]:
+        """Run a prepared batch in one transaction; return what to publish once it is committed.
+
+        Raises StoreUnavailable when the database is down: nothing was done, retry the same
+        Work. Any other failure is isolated to the command that caused it, which gets an
+        ``internal_error`` event; the rest of the batch goes through.
+        """
+        try:
+            out = self._commit_with_retries(work)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            if len(work) <= 1:
+                user = work.user()
+                logger.exception("command of %s failed; replying internal_error", user)
+                out = list(work.replies)
+                if user is not None:
+                    detail = "the server could not process this command"
+                    out.append(actions.error(user[0], "internal_error", detail, user[1]))
+            else:
+                logger.warning(
+                    "a batch of %d failed; retrying its commands one by one", len(work), exc_info=True
+                )
+                out = [o for part in work.split() for o in self.commit(part)]
+                return out  # each part counted itself
+        actions.count(self._metrics, out, via="mqtt")
+        return out
+
+    def _commit_with_retries(self, work: Work) -> list[Outbound]:
+        for attempt in range(INTEGRITY_RETRIES):
+            try:
+                with unit_of_work(self._sessions) as session:
+                    out = self._apply(session, work)
+                return [*work.replies, *out]
+            except IntegrityError:
+                # another handler stored one of these messages between our lookup and insert
+                if attempt == INTEGRITY_RETRIES - 1:
+                    raise
+                logger.info("idempotency race on a batch of %d; retrying", len(work))
+        raise AssertionError("unreachable")
+
+    def _parse_command(self, sender: str, payload: bytes, work: Work) -> None:
         try:
             command = protocol.parse_command(payload)
         except InvalidCommand as exc:
             client_id = protocol.client_id_of(payload)
             logger.info("rejected command from %s (client id %r): %s", sender, client_id, exc.code)
-            work.replies.append(_event(sender, protocol.error_event(exc.code, exc.detail, client_id)))
+            work.replies.append(actions.error(sender, exc.code, exc.detail, client_id))
             return
         match command:
             case SendMessage(list=list_id) if list_id is not None:
-                work.replies.append(
-                    _event(
-                        sender,
-                        protocol.error_event(
-                            "not_supported", "list messages are not available yet", command.id
-                        ),
-                    )
-                )
+                detail = "list messages are not available yet"
+                work.replies.append(actions.error(sender, "not_supported", detail, command.id))
             case SendMessage(tip=tip) if tip is not None:
-                work.replies.append(
-                    _event(
-                        sender,
-                        protocol.error_event("not_supported", "tips are not available yet", command.id),
-                    )
-                )
-            case SendMessage(to=to) if to == sender:
-                work.replies.append(
-                    _event(
-                        sender,
-                        protocol.error_event("invalid_recipient", "you cannot message yourself", command.id),
-                    )
-                )
-            case SendMessage():
-                work.sends.append((sender, command))
+                detail = "tips are not available yet"
+                work.replies.append(actions.error(sender, "not_supported", detail, command.id))
+            case SendMessage(to=to) if to is not None:
+                work.sends.append(SendRequest(sender, command.id, to, command.body))
             case MarkRead():
                 work.reads.append((sender, command))
             case Typing():
@@ -151,76 +179,31 @@ class CommandProcessor:
             case Sync(after=after):
                 work.syncs.append((sender, after))
 
-    def _apply(self, session: Session, work: _Batch) -> list[Outbound]:
-        out: list[Outbound] = []
-        out.extend(self._send(session, work.sends))
+    def _apply(self, session: Session, work: Work) -> list[Outbound]:
+        results, out = actions.send_messages(session, work.sends)
+        out.extend(self._refusals(results))
         for reader, read in work.reads:
-            for sender, up_to in messages.mark_read(session, reader, read.up_to, peer=read.peer).items():
-                out.append(_event(sender, protocol.read_event(reader, up_to)))
+            out.extend(actions.mark_read(session, reader, up_to=read.up_to, peer=read.peer)[1])
         if work.typing:
             refused = blocks.blocked_pairs(session, [(t.to, sender) for sender, t in work.typing])
             for sender, t in work.typing:
                 if (t.to, sender) not in refused:
-                    out.append(_event(t.to, protocol.typing_event(sender)))
+                    out.append(event(t.to, protocol.typing_event(sender)))
         for user_id, after in dict.fromkeys(work.syncs):  # a repeated request is answered once
             out.extend(self._catch_up(session, user_id, after))
         return out
 
-    def _send(self, session: Session, sends: list[tuple[str, SendMessage]]) -> list[Outbound]:
-        if not sends:
-            return []
-        out: list[Outbound] = []
-        known = users.existing_ids(session, {cmd.to for _, cmd in sends if cmd.to} | {s for s, _ in sends})
-        refused = blocks.blocked_pairs(
-            session, [(cmd.to, sender) for sender, cmd in sends if cmd.to in known]
-        )
-        accepted: list[NewMessage] = []
-        for sender, cmd in sends:
-            assert cmd.to is not None  # noqa: S101 - _parse_command routes only 1:1 messages here
-            if sender not in known:
-                # the broker let in a user nobody provisioned (possible with an external gateway)
-                out.append(
-                    _event(
-                        sender, protocol.error_event("unknown_sender", "your user is not provisioned", cmd.id)
-                    )
-                )
-                continue
-            if cmd.to not in known:
-                out.append(
-                    _event(sender, protocol.error_event("unknown_recipient", f"no user {cmd.to!r}", cmd.id))
-                )
-                continue
-            accepted.append(NewMessage(sender, cmd.to, cmd.id, cmd.body, blocked=(cmd.to, sender) in refused))
-        for stored, created in messages.store_many(session, accepted):
-            if not stored.blocked:
-                out.append(
-                    Outbound(
-                        messages_topic(stored.recipient_id), protocol.encode(protocol.message_payload(stored))
-                    )
-                )
-            out.append(_event(stored.sender_id, protocol.ack_event(stored, duplicate=not created)))
+    def _refusals(self, results: list[SendResult]) -> list[Outbound]:
+        out = []
+        for r in results:
+            if r.error is not None:
+                out.append(actions.refusal_event(r.request.sender, r.request.client_id, r.error))
         return out
 
     def _catch_up(self, session: Session, user_id: str, after: int | None) -> list[Outbound]:
         page = messages.unread(session, user_id, after=after, limit=self._sync_page_size + 1)
         more = len(page) > self._sync_page_size
         page = page[: self._sync_page_size]
-        topic = messages_topic(user_id)
-        out = [Outbound(topic, protocol.encode(protocol.message_payload(m))) for m in page]
-        out.append(_event(user_id, protocol.synced_event(page[-1].id if page else after, more)))
+        out = [actions.delivery(m) for m in page]
+        out.append(event(user_id, protocol.synced_event(page[-1].id if page else after, more)))
         return out
-
-    def _internal_error(self, item: Inbound) -> list[Outbound]:
-        sender = parse_inbound_topic(item.topic)
-        if sender is None:
-            return []
-        detail = "the server could not process this command"
-        return [
-            _event(
-                sender, protocol.error_event("internal_error", detail, protocol.client_id_of(item.payload))
-            )
-        ]
-
-
-def _event(user_id: str, payload: dict[str, object]) -> Outbound:
-    return Outbound(events_topic(user_id), protocol.encode(payload))

@@ -21,6 +21,7 @@ REDIS_PREFIX: Final = "messenger:"
 PRESENCE_DEVICES_KEY: Final = REDIS_PREFIX + "presence:{uid}:devices"  # hash device -> JSON state
 PRESENCE_LAST_SEEN_KEY: Final = REDIS_PREFIX + "presence:{uid}:last_seen"
 PRESENCE_NODE_KEY: Final = REDIS_PREFIX + "presence-node:{node}"  # set of "uid/device" a node recorded
+RATE_LIMIT_KEY: Final = REDIS_PREFIX + "ratelimit:send:{uid}"  # hash tokens, at (ms)
 
 #: Default listeners of ``messenger serve``: loopback only, off the usual 1883 so a system
 #: Mosquitto can keep its port.

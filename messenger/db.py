@@ -38,8 +38,12 @@ def create_db_engine(url: str, **kwargs: Any) -> Engine:
         parsed = parsed.set(query=query)
         kwargs.setdefault("pool_pre_ping", True)
         kwargs.setdefault("pool_recycle", 3600)
-        kwargs.setdefault("pool_size", 10)
-        kwargs.setdefault("max_overflow", 20)
+        # As many pooled connections as the API's worker threads (anyio's default 40): a
+        # connection beyond pool_size is closed when returned, and opening one costs a TLS
+        # handshake attempt (PyMySQL's "preferred" SSL), which at 32 concurrent requests was a
+        # third of the API's CPU. Connections are opened lazily, so an idle process holds few.
+        kwargs.setdefault("pool_size", 40)
+        kwargs.setdefault("max_overflow", 10)
     return create_engine(parsed, **kwargs)
 
 

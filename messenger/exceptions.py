@@ -21,6 +21,17 @@ class InvalidCommand(MessengerError):
     code = "invalid_payload"
 
 
+class Rejected(MessengerError):
+    """A user's request refused for a reason they can act on; ``extra`` goes into the answer
+    (e.g. ``retry_after`` for ``rate_limited``)."""
+
+    code = "rejected"
+
+    def __init__(self, detail: str, *, code: str, **extra: object) -> None:
+        super().__init__(detail, code=code)
+        self.extra = extra
+
+
 class StoreUnavailable(MessengerError):
     """The database or the presence store cannot be reached; the work can be retried."""
 

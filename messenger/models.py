@@ -82,6 +82,8 @@ class Message(Base):
         Index("ix_messages_sender_id_sent_at", "sender_id", "sent_at"),
         # one conversation's history, newest first, without a filesort
         Index("ix_messages_sender_id_recipient_id_id", "sender_id", "recipient_id", "id"),
+        # unread counts per conversation
+        Index("ix_messages_recipient_id_sender_id_read_at", "recipient_id", "sender_id", "read_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -104,4 +106,33 @@ class BlockedUser(Base):
 
     blocker_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.id"), primary_key=True)
     blocked_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.id"), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Conversation(Base):
+    """One row per user and peer: the last message between them (kept up to date by sends)."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (Index("ix_conversations_owner_id_last_message_id", "owner_id", "last_message_id"),)
+
+    owner_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.id"), primary_key=True)
+    peer_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.id"), primary_key=True)
+    last_message_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class TokenRevocation(Base):
+    """A revoked token (``jti``) or every token of ``user_id`` issued before ``issued_before``."""
+
+    __tablename__ = "token_revocations"
+    __table_args__ = (
+        Index("ix_token_revocations_jti", "jti"),
+        Index("ix_token_revocations_user_id", "user_id", "issued_before"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    jti: Mapped[str | None] = mapped_column(String(128))
+    user_id: Mapped[str | None] = mapped_column(String(64))
+    issued_before: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    reason: Mapped[str | None] = mapped_column(String(256))
+    created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -6,10 +6,14 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
+
+if TYPE_CHECKING:
+    from messenger.actions import Outbound
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +104,10 @@ class ServiceSubscriber:
         if reason.is_failure:
             logger.error("%s refused by the broker: %s", self.role, reason)
             return
+        if not self._subscriptions:  # a publisher: connected is ready
+            logger.info("%s connected", self.role)
+            self._subscribed.set()
+            return
         client.subscribe([(topic, 1) for topic in self._subscriptions])
         logger.info("%s connected; subscribing to %s", self.role, ", ".join(self._subscriptions))
 
@@ -129,3 +137,46 @@ class ServiceSubscriber:
 
     def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         raise NotImplementedError
+
+
+class Publisher(Protocol):
+    """Where the API sends what a committed request produced (messages, events, control)."""
+
+    @property
+    def connected(self) -> bool: ...
+
+    def publish(self, out: Sequence[Outbound]) -> None: ...
+
+
+class MqttPublisher(ServiceSubscriber):
+    """Publishes :class:`~messenger.actions.Outbound` messages at QoS 1 as the service account.
+
+    A :class:`ServiceSubscriber` with nothing to subscribe to: :meth:`start` returns once it is
+    connected. Never blocks a request: paho sends in its own thread, and queues (up to
+    ``max_queued``) while the broker is away. What cannot be queued is dropped with a warning:
+    stored messages still reach their recipients through catch-up, only live events are lost.
+    """
+
+    role = "publisher"
+
+    def __init__(self, client: mqtt.Client, *, max_queued: int = 10_000) -> None:
+        super().__init__(client, subscriptions=())
+        client.max_queued_messages_set(max_queued)
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
+    def publish(self, out: Sequence[Outbound]) -> None:
+        dropped = 0
+        for o in out:
+            info = self._client.publish(o.topic, o.payload, qos=1)
+            if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                dropped += 1
+        if dropped:
+            logger.warning(
+                "dropped %d of %d publishes: the broker is away and the queue is full", dropped, len(out)
+            )
+
+    def _on_message(self, _client: mqtt.Client, _userdata: object, _msg: mqtt.MQTTMessage) -> None:
+        pass  # subscribes to nothing

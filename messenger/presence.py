@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -45,6 +46,10 @@ class PresenceStore(Protocol):
 
     def get(self, user_id: str) -> PresenceInfo: ...
 
+    def get_many(self, user_ids: Sequence[str]) -> list[PresenceInfo]:
+        """Presence of each of ``user_ids``, in order (one round trip on Redis)."""
+        ...
+
     def reset_node(self, node: str, at: datetime) -> int:
         """Mark offline every device recorded as online on ``node``; returns how many.
 
@@ -81,6 +86,9 @@ class MemoryPresenceStore:
         with self._lock:
             devices = sorted(self._devices.get(user_id, {}).values(), key=lambda d: d.device)
             return PresenceInfo(user_id, devices, self._last_seen.get(user_id))
+
+    def get_many(self, user_ids: Sequence[str]) -> list[PresenceInfo]:
+        return [self.get(user_id) for user_id in user_ids]
 
     def reset_node(self, node: str, at: datetime) -> int:
         at = at.astimezone(UTC)
@@ -123,21 +131,29 @@ class RedisPresenceStore:
             raise StoreUnavailable(f"presence store unavailable: {exc}") from exc
 
     def get(self, user_id: str) -> PresenceInfo:
+        return self.get_many([user_id])[0]
+
+    def get_many(self, user_ids: Sequence[str]) -> list[PresenceInfo]:
         try:
-            pipe = self._redis.pipeline()
-            pipe.hgetall(PRESENCE_DEVICES_KEY.format(uid=user_id))
-            pipe.get(PRESENCE_LAST_SEEN_KEY.format(uid=user_id))
-            raw_devices, raw_last_seen = pipe.execute()
+            pipe = self._redis.pipeline(transaction=False)
+            for user_id in user_ids:
+                pipe.hgetall(PRESENCE_DEVICES_KEY.format(uid=user_id))
+                pipe.get(PRESENCE_LAST_SEEN_KEY.format(uid=user_id))
+            replies = pipe.execute()
         except redis.RedisError as exc:
             raise StoreUnavailable(f"presence store unavailable: {exc}") from exc
-        devices = []
-        for device, raw in sorted(raw_devices.items()):
-            state = json.loads(raw)
-            devices.append(
-                DeviceState(device.decode(), state["node"], datetime.fromtimestamp(state["since"], UTC))
-            )
-        last_seen = datetime.fromtimestamp(float(raw_last_seen), UTC) if raw_last_seen else None
-        return PresenceInfo(user_id, devices, last_seen)
+        result = []
+        for i, user_id in enumerate(user_ids):
+            raw_devices, raw_last_seen = replies[2 * i], replies[2 * i + 1]
+            devices = []
+            for device, raw in sorted(raw_devices.items()):
+                state = json.loads(raw)
+                devices.append(
+                    DeviceState(device.decode(), state["node"], datetime.fromtimestamp(state["since"], UTC))
+                )
+            last_seen = datetime.fromtimestamp(float(raw_last_seen), UTC) if raw_last_seen else None
+            result.append(PresenceInfo(user_id, devices, last_seen))
+        return result
 
     def reset_node(self, node: str, at: datetime) -> int:
         node_key = PRESENCE_NODE_KEY.format(node=node)

@@ -28,6 +28,8 @@ ERROR_CODES: Final = frozenset(
         "invalid_recipient",
         "unknown_sender",
         "not_supported",
+        "rate_limited",
+        "idempotency_conflict",
         "internal_error",
     }
 )
@@ -162,8 +164,9 @@ def ack_event(message: Message, *, duplicate: bool) -> dict[str, Any]:
     }
 
 
-def error_event(code: str, detail: str, client_id: str | None = None) -> dict[str, Any]:
-    return {"type": "error", "client_id": client_id, "code": code, "detail": detail}
+def error_event(code: str, detail: str, client_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    """An ``error`` event; ``extra`` adds fields such as ``retry_after`` (seconds) for ``rate_limited``."""
+    return {"type": "error", "client_id": client_id, "code": code, "detail": detail, **extra}
 
 
 def read_event(by: str, up_to: int) -> dict[str, Any]:

@@ -25,9 +25,11 @@ from handler.consumer import HandlerConsumer
 from handler.processor import CommandProcessor
 from messenger.db import create_db_engine, migrate, session_factory, unit_of_work
 from messenger.exceptions import ConfigurationError
-from messenger.mqtt import service_client
+from messenger.metrics import Metrics
+from messenger.mqtt import MqttPublisher, service_client
 from messenger.presence import create_presence_store
-from messenger.repositories import users
+from messenger.ratelimit import create_rate_limiter
+from messenger.repositories import revocations, users
 from messenger.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -41,8 +43,8 @@ class _QuietServer(uvicorn.Server):
         yield
 
 
-class UserProvisioner:
-    """Creates a user from its token's claims on its first successful CONNECT."""
+class ConnectGate:
+    """Admits an authenticated CONNECT: refuses revoked tokens, provisions new users from their claims."""
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
@@ -50,15 +52,17 @@ class UserProvisioner:
         self._lock = threading.Lock()
 
     def __call__(self, principal: Principal) -> None:
-        with self._lock:
-            if principal.user_id in self._known:
-                return
         with unit_of_work(self._sessions) as session:
-            users.ensure(session, principal.user_id, principal.role.value)
+            if revocations.is_revoked(session, principal):
+                raise PermissionError("the token is revoked")
+            with self._lock:
+                known = principal.user_id in self._known
+            if not known:
+                users.ensure(session, principal.user_id, principal.role.value)
         with self._lock:
             self._known.add(principal.user_id)
 
-    async def provision(self, principal: Principal) -> None:
+    async def admit(self, principal: Principal) -> None:
         await asyncio.to_thread(self, principal)
 
 
@@ -82,16 +86,19 @@ class Messenger:
             self.service_token = settings.resolve_service_token()
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from exc
-        self.provisioner = UserProvisioner(self.sessions)
+        self.metrics = Metrics()
+        self.limiter = create_rate_limiter(settings.redis_url, settings.send_limit())
+        self.gate = ConnectGate(self.sessions)
         self.broker = EmbeddedBroker(
             self.verifier,
             host=settings.bind_host,
             mqtt_port=settings.mqtt_port,
             ws_port=settings.ws_port,
-            on_authenticated=self.provisioner.provision,
+            on_authenticated=self.gate.admit,
         )
         self.handler: HandlerConsumer | None = None
         self.bridge: PresenceBridge | None = None
+        self.publisher: MqttPublisher | None = None
         self._api: _QuietServer | None = None
         self._api_task: asyncio.Task[None] | None = None
 
@@ -102,9 +109,21 @@ class Messenger:
         try:
             await asyncio.to_thread(migrate, self.engine)
             listeners = await self.broker.start()
+            self.metrics.count_connected(self.broker.broker.connected_count)
             await self._start_workers(listeners)
+            assert self.publisher is not None  # noqa: S101 - started by _start_workers
             app = create_app(
-                ApiDeps(self.sessions, self.presence, self.verifier, s.login_url, s.history_max_limit)
+                ApiDeps(
+                    self.sessions,
+                    self.presence,
+                    self.verifier,
+                    self.publisher,
+                    s.login_url,
+                    limiter=self.limiter,
+                    metrics=self.metrics,
+                    admin_key=s.admin_key.get_secret_value() if s.admin_key is not None else None,
+                    history_max_limit=s.history_max_limit,
+                )
             )
             config = uvicorn.Config(app, log_level=s.log_level.lower(), access_log=False, lifespan="off")
             self._api = _QuietServer(config)
@@ -133,11 +152,15 @@ class Messenger:
             manual_ack=True,
             max_inflight=s.max_inflight,
         )
+        processor = CommandProcessor(
+            self.sessions, sync_page_size=s.sync_page_size, limiter=self.limiter, metrics=self.metrics
+        )
         self.handler = HandlerConsumer(
             handler_client,
-            CommandProcessor(self.sessions, sync_page_size=s.sync_page_size),
+            processor,
             batch_size=s.batch_size,
             batch_wait_s=s.batch_wait_ms / 1000,
+            metrics=self.metrics,
         )
         await asyncio.to_thread(self.handler.start, host, port)
         bridge_client = service_client(
@@ -145,17 +168,22 @@ class Messenger:
         )
         self.bridge = PresenceBridge(bridge_client, self.presence, node_id=s.node_id)
         await asyncio.to_thread(self.bridge.start, host, port)
+        self.publisher = MqttPublisher(
+            service_client(user=s.service_user, token=token, name=f"api-{s.node_id}")
+        )
+        await asyncio.to_thread(self.publisher.start, host, port)
 
     async def stop(self) -> None:
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True
             with contextlib.suppress(Exception):
                 await self._api_task
-        for worker in (self.handler, self.bridge):
+        for worker in (self.publisher, self.handler, self.bridge):
             if worker is not None:
                 await asyncio.to_thread(worker.stop)
         await self.broker.stop()
         self.presence.close()
+        self.limiter.close()
         self.engine.dispose()
 
 

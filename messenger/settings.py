@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from acl.principal import Role
 from acl.tokens import TokenConfig, issue_token
 from messenger import constants
+from messenger.ratelimit import Limit
 
 
 class CommonSettings(BaseSettings):
@@ -39,6 +40,10 @@ class CommonSettings(BaseSettings):
     login_url: str = "http://localhost:3000/login"
     node_id: str = Field(default_factory=socket.gethostname)
     log_level: str = "INFO"
+    send_rate_per_s: float = Field(
+        default=5.0, ge=0, description="Messages a user may send per second, sustained (0: no limit)."
+    )
+    send_burst: int = Field(default=30, ge=1, description="Messages a user may send at once.")
 
     @model_validator(mode="after")
     def _refuse_dev_secret_outside_development(self) -> Self:
@@ -67,6 +72,9 @@ class CommonSettings(BaseSettings):
         if self.jwt_public_key_file is not None:
             return self.jwt_public_key_file.read_text()
         return None
+
+    def send_limit(self) -> Limit:
+        return Limit(self.send_rate_per_s, self.send_burst)
 
     def token_config(self) -> TokenConfig:
         return TokenConfig(
@@ -146,6 +154,16 @@ class BrokerSettings(ListenerSettings):
 class ApiSettings(ListenerSettings):
     api_port: int = constants.DEFAULT_API_PORT
     history_max_limit: int = Field(default=200, ge=1)
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="Operator key for /v1/admin (header X-Admin-Key); unset: service tokens only.",
+    )
+
+    @model_validator(mode="after")
+    def _admin_key_long_enough(self) -> Self:
+        if self.admin_key is not None and len(self.admin_key.get_secret_value()) < 16:
+            raise ValueError("MESSENGER_ADMIN_KEY must be at least 16 characters")
+        return self
 
 
 class ServeSettings(HandlerSettings, BrokerSettings, ApiSettings):

@@ -6,6 +6,8 @@ Backends come from the environment, with localhost defaults:
 * ``MESSENGER_TEST_MARIADB_URL`` (default ``mysql+pymysql://root@127.0.0.1:3306/test``).
 * ``MESSENGER_TEST_PRESENCE``: subset of ``memory,redis`` (default both);
   ``MESSENGER_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``).
+* ``MESSENGER_TEST_MQTT`` (default ``127.0.0.1:1883``): a plain MQTT broker (the machine's
+  Mosquitto) that the API tests publish to and watch, instead of a whole stack.
 
 A requested backend that does not answer fails the run: CI must exercise the real services.
 Tests isolate themselves with unique user ids, never by wiping shared tables.
@@ -29,6 +31,7 @@ from acl.principal import Role
 from acl.tokens import issue_token
 from messenger.constants import DEV_SECRET
 from messenger.db import create_db_engine, migrate, session_factory, unit_of_work
+from messenger.mqtt import MqttPublisher, service_client
 from messenger.presence import MemoryPresenceStore, PresenceStore, RedisPresenceStore
 from messenger.repositories import users
 from messenger.serve import Endpoints, Messenger
@@ -38,6 +41,8 @@ MARIADB_URL = os.environ.get("MESSENGER_TEST_MARIADB_URL", "mysql+pymysql://root
 REDIS_URL = os.environ.get("MESSENGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKENDS = [b for b in os.environ.get("MESSENGER_TEST_BACKENDS", "sqlite,mariadb").split(",") if b]
 PRESENCE = [p for p in os.environ.get("MESSENGER_TEST_PRESENCE", "memory,redis").split(",") if p]
+MQTT_HOST, _, _MQTT_PORT = os.environ.get("MESSENGER_TEST_MQTT", "127.0.0.1:1883").partition(":")
+MQTT_PORT = int(_MQTT_PORT or 1883)
 
 
 def pytest_report_header() -> list[str]:
@@ -100,6 +105,19 @@ def presence_store(request: pytest.FixtureRequest) -> Iterator[PresenceStore]:
     store.close()
 
 
+@pytest.fixture(scope="session")
+def publisher() -> Iterator[MqttPublisher]:
+    """The API's publisher, connected to the plain test broker (see MESSENGER_TEST_MQTT)."""
+    client = service_client(user="messenger-test", token="unused", name=f"api-{uuid.uuid4().hex[:8]}")
+    pub = MqttPublisher(client)
+    try:
+        pub.start(MQTT_HOST, MQTT_PORT, wait_s=10)
+    except TimeoutError:
+        pytest.fail(f"no MQTT broker at {MQTT_HOST}:{MQTT_PORT} (MESSENGER_TEST_MQTT)")
+    yield pub
+    pub.stop()
+
+
 def token(user_id: str, role: Role = Role.MEMBER, **kwargs: object) -> str:
     """A dev token, as ``messenger token issue`` prints it."""
     return issue_token(DEV_SECRET, user_id, role=role, **kwargs)  # type: ignore[arg-type]
@@ -146,8 +164,9 @@ class _LoopThread:
         self.loop.close()
 
 
-@pytest.fixture(scope="module", params=[(b, p) for b in BACKENDS for p in PRESENCE],
-                ids=lambda bp: f"{bp[0]}-{bp[1]}")
+@pytest.fixture(
+    scope="module", params=[(b, p) for b in BACKENDS for p in PRESENCE], ids=lambda bp: f"{bp[0]}-{bp[1]}"
+)
 def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The whole product on ephemeral loopback ports, against each database and presence store."""
     backend, presence = request.param

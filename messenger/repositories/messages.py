@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
@@ -40,15 +40,28 @@ def by_keys(session: Session, keys: Sequence[MessageKey]) -> dict[MessageKey, Me
     return {(m.sender_id, m.client_msg_id, m.recipient_id): m for m in rows}
 
 
-def store_many(session: Session, new: Sequence[NewMessage]) -> list[tuple[Message, bool]]:
+def by_client_ids(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[MessageKey, Message]:
+    """Stored messages by (sender, client id), whatever their recipient, in one query."""
+    if not pairs:
+        return {}
+    rows = session.scalars(
+        select(Message).where(tuple_(Message.sender_id, Message.client_msg_id).in_(list(set(pairs))))
+    )
+    return {(m.sender_id, m.client_msg_id, m.recipient_id): m for m in rows}
+
+
+def store_many(
+    session: Session, new: Sequence[NewMessage], *, stored: Mapping[MessageKey, Message] | None = None
+) -> list[tuple[Message, bool]]:
     """Store messages idempotently with one multi-row INSERT.
 
     Returns, for each input in order, the stored row and whether this call created it. A
     message whose key is already stored (a redelivery) returns the original row. A concurrent
     writer inserting the same key makes the flush fail with IntegrityError; the caller retries
-    the unit of work, whose lookup then finds the row.
+    the unit of work, whose lookup then finds the row. A caller that has already looked up
+    every key of ``new`` in this transaction passes what it found as ``stored``.
     """
-    found = by_keys(session, [n.key for n in new])
+    found = dict(stored) if stored is not None else by_keys(session, [n.key for n in new])
     pending: dict[MessageKey, NewMessage] = {}
     for item in new:
         if item.key not in found:
@@ -103,25 +116,42 @@ def conversation(
     return rows[:limit]
 
 
-def unread(session: Session, user_id: str, *, after: int | None = None, limit: int = 100) -> list[Message]:
-    """Messages to ``user_id`` in id order: unread ones, or all those after ``after``; never blocked ones."""
+def unread(
+    session: Session, user_id: str, *, after: int | None = None, limit: int = 100, unread_only: bool = False
+) -> list[Message]:
+    """Messages to ``user_id`` in id order, never blocked ones.
+
+    The unread ones; or, with ``after``, every message after that id (what ``sync`` asks for),
+    or only the unread ones after it with ``unread_only`` (a keyset cursor over the unread).
+    """
     query = select(Message).where(Message.recipient_id == user_id, Message.blocked.is_(False))
-    # unread ones, or everything after a known id
-    query = query.where(Message.read_at.is_(None) if after is None else Message.id > after)
+    if after is None or unread_only:
+        query = query.where(Message.read_at.is_(None))
+    if after is not None:
+        query = query.where(Message.id > after)
     return list(session.scalars(query.order_by(Message.id).limit(limit)))
 
 
 def mark_read(
-    session: Session, reader: str, up_to: int, *, peer: str | None = None, at: datetime | None = None
+    session: Session,
+    reader: str,
+    up_to: int | None = None,
+    *,
+    ids: Sequence[int] | None = None,
+    peer: str | None = None,
+    at: datetime | None = None,
 ) -> dict[str, int]:
-    """Mark messages to ``reader`` with id <= ``up_to`` read (optionally only from ``peer``).
+    """Mark messages to ``reader`` read: those with id <= ``up_to``, or exactly ``ids``
+    (optionally only those from ``peer``).
 
     Returns, per sender whose messages changed, the highest id marked: what their ``read``
     event reports.
     """
+    if (up_to is None) == (ids is None):
+        raise ValueError("mark_read takes either up_to or ids")
     conditions = [
         Message.recipient_id == reader,
-        Message.id <= up_to,
+        Message.id <= up_to if up_to is not None else Message.id.in_(list(ids or [])),
         Message.read_at.is_(None),
         Message.blocked.is_(False),
     ]

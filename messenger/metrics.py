@@ -1,0 +1,67 @@
+"""Prometheus metrics, in a registry of their own built at start-up and passed to each part."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+
+_BATCH_SIZES = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000)
+_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """Everything the processes measure. One instance per process (``messenger serve`` shares one)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.messages_stored = Counter(
+            "messenger_messages_stored",
+            "Messages stored (a redelivered duplicate is not counted).",
+            ["via"],
+            registry=r,
+        )
+        self.messages_delivered = Counter(
+            "messenger_messages_delivered",
+            "Messages published to a recipient's topic (live delivery and catch-up).",
+            registry=r,
+        )
+        self.messages_rejected = Counter(
+            "messenger_messages_rejected",
+            "Commands and sends refused, by error code.",
+            ["code", "via"],
+            registry=r,
+        )
+        self.handler_batch_size = Histogram(
+            "messenger_handler_batch_size",
+            "Inbound commands per handler transaction.",
+            buckets=_BATCH_SIZES,
+            registry=r,
+        )
+        self.handler_batch_seconds = Histogram(
+            "messenger_handler_batch_seconds",
+            "Time to process one batch: parse, transaction and commit.",
+            buckets=_SECONDS,
+            registry=r,
+        )
+        self.connected_clients = Gauge(
+            "messenger_connected_clients", "MQTT clients connected to the embedded broker.", registry=r
+        )
+        self.http_requests = Histogram(
+            "messenger_http_request_seconds",
+            "REST requests by route template, method and status.",
+            ["method", "route", "status"],
+            buckets=_SECONDS,
+            registry=r,
+        )
+
+    def count_connected(self, source: Callable[[], int]) -> None:
+        """Read the connected-clients gauge from ``source`` at each scrape."""
+        self.connected_clients.set_function(lambda: float(source()))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
