@@ -10,6 +10,7 @@ topic                     published by           subscribed/received by      ret
 ``users/{uid}/messages``  service                user ``uid``                never
 ``users/{uid}/events``    service                user ``uid``                never
 ``presence/{uid}/{dev}``  user ``uid`` (+ Will)  any authenticated client    yes
+``$CONTROL/messenger/v1`` service                the broker itself only       never
 ========================  =====================  ==========================  ========
 
 The checks split the topic on ``/`` and compare whole levels, and every variable level must be
@@ -36,6 +37,10 @@ class Action(StrEnum):
 
 #: MQTT 5 shared-subscription group of the handlers.
 SHARED_GROUP: Final = "handlers"
+
+#: Where the API tells the broker to disconnect revoked clients (see :mod:`acl.revocation`).
+#: The broker consumes it; no client may subscribe to it.
+CONTROL_TOPIC: Final = "$CONTROL/messenger/v1"
 
 INBOUND_FILTER: Final = "inbound/+"
 PRESENCE_FILTER: Final = "presence/+/+"
@@ -127,7 +132,7 @@ def can_publish(p: Principal, topic: str, *, retain: bool = False) -> bool:
     if levels is None:
         return False
     if p.is_service:
-        return not retain and _is_user_stream(levels, uid=None)
+        return not retain and (topic == CONTROL_TOPIC or _is_user_stream(levels, uid=None))
     if _is_inbound(levels, uid=p.user_id):
         return not retain
     # Retained is fine on presence: it is the point of the topic.

@@ -6,9 +6,18 @@ from fastapi import FastAPI
 
 from api import errors
 from api.deps import ApiDeps
-from api.routes import blocks, messages, presence
+from api.middleware import BodyLimit, RequestMetrics
+from api.routes import admin, blocks, conversations, me, messages, ops, presence
 from api.schemas import ErrorOut
 from messenger import __version__
+
+DESCRIPTION = """\
+REST API of Messenger: history, conversations, unread and read marks, sending without a live
+MQTT connection, blocks, presence, and operator endpoints. MQTT carries the real-time side.
+
+Every `/v1` call takes `Authorization: Bearer <token>`. Errors are JSON objects with a stable
+`code` and a human `detail`.
+"""
 
 
 def create_app(deps: ApiDeps) -> FastAPI:
@@ -16,15 +25,18 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app = FastAPI(
         title="Messenger",
         version=__version__,
-        description="REST API of Messenger: history, blocks and presence. MQTT carries the real-time side.",
+        description=DESCRIPTION,
         responses={
-            401: {"model": ErrorOut, "description": "Missing or invalid bearer token"},
+            303: {"description": "A browser page request without a token: redirected to the login page"},
+            401: {"model": ErrorOut, "description": "Missing, invalid or revoked bearer token"},
+            413: {"model": ErrorOut, "description": "Request body too large"},
             422: {"model": ErrorOut, "description": "Invalid request"},
         },
     )
     app.state.deps = deps
     errors.install(app)
-    app.include_router(messages.router)
-    app.include_router(blocks.router)
-    app.include_router(presence.router)
+    for module in (messages, conversations, blocks, presence, me, admin, ops):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit)
+    app.add_middleware(RequestMetrics, metrics=deps.metrics)
     return app

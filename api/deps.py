@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session, sessionmaker
 
 from acl.exceptions import InvalidToken
 from acl.principal import Principal
 from acl.tokens import TokenVerifier
-from api.errors import ApiError
+from api.errors import ApiError, LoginRedirect
+from messenger.actions import Outbound
 from messenger.db import unit_of_work
+from messenger.metrics import Metrics
+from messenger.mqtt import Publisher
 from messenger.presence import PresenceStore
+from messenger.ratelimit import RateLimiter
+from messenger.repositories import revocations
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +29,11 @@ class ApiDeps:
     sessions: sessionmaker[Session]
     presence: PresenceStore
     verifier: TokenVerifier
+    publisher: Publisher
     login_url: str
+    limiter: RateLimiter | None = None
+    metrics: Metrics = field(default_factory=Metrics)
+    admin_key: str | None = None
     history_max_limit: int = 200
 
 
@@ -32,33 +42,92 @@ def get_deps(request: Request) -> ApiDeps:
     return deps
 
 
+Deps = Annotated[ApiDeps, Depends(get_deps)]
+
+
+def outbox(request: Request) -> list[Outbound]:
+    """What this request publishes once its transaction has committed."""
+    pending: list[Outbound] = getattr(request.state, "outbox", None) or []
+    request.state.outbox = pending
+    return pending
+
+
+Outbox = Annotated[list[Outbound], Depends(outbox)]
+
+
+def db_session(deps: Deps, pending: Outbox) -> Iterator[Session]:
+    """One transaction per request; its outbox is published only after the commit."""
+    with unit_of_work(deps.sessions) as session:
+        yield session
+    if pending:
+        deps.publisher.publish(pending)
+
+
+# scope="function": commit (and publish) before the response is sent, so a failed commit is the answer
+DbSession = Annotated[Session, Depends(db_session, scope="function")]
+
 _bearer = HTTPBearer(auto_error=False, description="A bearer token (JWT) from the login service.")
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-def current_principal(
-    deps: Annotated[ApiDeps, Depends(get_deps)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
+def _wants_html(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return request.method == "GET" and "text/html" in accept and "application/json" not in accept
+
+
+def _authenticate(request: Request, deps: ApiDeps, session: Session, credentials: Credentials) -> Principal:
     def unauthorized(detail: str) -> ApiError:
         return ApiError(
             401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"}, login_url=deps.login_url
         )
 
     if credentials is None:
+        if _wants_html(request):  # a browser opening an API page: send it to log in
+            raise LoginRedirect(deps.login_url, str(request.url))
         raise unauthorized("a bearer token is required")
     try:
-        return deps.verifier.verify(credentials.credentials)
+        principal = deps.verifier.verify(credentials.credentials)
     except InvalidToken as exc:
         raise unauthorized(f"invalid token: {exc.reason}") from exc
+    if revocations.is_revoked(session, principal):
+        raise unauthorized("invalid token: revoked")
+    return principal
 
 
-def db_session(deps: Annotated[ApiDeps, Depends(get_deps)]) -> Iterator[Session]:
-    """One transaction per request."""
-    with unit_of_work(deps.sessions) as session:
-        yield session
+def current_principal(
+    request: Request, deps: Deps, session: DbSession, credentials: Credentials
+) -> Principal:
+    """The caller, from a valid, unrevoked bearer token."""
+    return _authenticate(request, deps, session, credentials)
 
 
 CurrentUser = Annotated[Principal, Depends(current_principal)]
-# scope="function": commit before the response is sent, so a failed commit is the answer
-DbSession = Annotated[Session, Depends(db_session, scope="function")]
-Deps = Annotated[ApiDeps, Depends(get_deps)]
+
+
+def admin(
+    request: Request,
+    deps: Deps,
+    session: DbSession,
+    credentials: Credentials,
+    x_admin_key: Annotated[
+        str | None, Header(description="The operator key (MESSENGER_ADMIN_KEY), instead of a service token.")
+    ] = None,
+) -> str:
+    """An operator: the admin key, or a token of the ``service`` role. Returns who, for the records."""
+    if x_admin_key is not None:
+        if deps.admin_key is not None and hmac.compare_digest(x_admin_key.encode(), deps.admin_key.encode()):
+            return "admin-key"
+        raise ApiError(
+            401,
+            "unauthorized",
+            "invalid admin key",
+            headers={"WWW-Authenticate": "Bearer"},
+            login_url=deps.login_url,
+        )
+    principal = _authenticate(request, deps, session, credentials)
+    if not principal.is_service:
+        raise ApiError(403, "forbidden", "this needs the service role or the admin key")
+    return principal.user_id
+
+
+Admin = Annotated[str, Depends(admin)]

@@ -1,15 +1,30 @@
-"""JSON errors with a stable ``code``: the only place HTTPException-style answers are built."""
+"""JSON errors with a stable ``code``: the only place HTTP error answers are built."""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Final
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, RedirectResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from messenger.exceptions import StoreUnavailable
+from messenger.exceptions import Rejected, StoreUnavailable
+
+#: HTTP status of each refusal code of the core (:class:`messenger.exceptions.Rejected`).
+STATUS_BY_CODE: Final = {
+    "invalid_recipient": 400,
+    "invalid_block": 400,
+    "unknown_sender": 403,
+    "forbidden": 403,
+    "unknown_recipient": 404,
+    "unknown_user": 404,
+    "idempotency_conflict": 409,
+    "payload_too_large": 413,
+    "rate_limited": 429,
+}
 
 
 class ApiError(Exception):
@@ -26,14 +41,41 @@ class ApiError(Exception):
         self.extra = extra
 
 
+class LoginRedirect(Exception):
+    """A browser without a token asked for a page: send it to the login page, then back."""
+
+    def __init__(self, login_url: str, back_to: str) -> None:
+        super().__init__(login_url)
+        parts = urlsplit(login_url)
+        query = "&".join(q for q in (parts.query, urlencode({"next": back_to})) if q)
+        self.location = urlunsplit(parts._replace(query=query))
+
+
 def error_body(code: str, detail: str, **extra: Any) -> dict[str, Any]:
     return {"code": code, "detail": detail, **extra}
+
+
+def rejected(exc: Rejected) -> ApiError:
+    """The HTTP answer to a refusal of the core."""
+    headers = None
+    retry_after = exc.extra.get("retry_after")
+    if isinstance(retry_after, int | float):
+        headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+    return ApiError(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.detail, headers=headers, **exc.extra)
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.detail, **exc.extra), exc.status, headers=exc.headers)
+
+    @app.exception_handler(Rejected)
+    async def refused(request: Request, exc: Rejected) -> JSONResponse:
+        return await api_error(request, rejected(exc))
+
+    @app.exception_handler(LoginRedirect)
+    async def login(_request: Request, exc: LoginRedirect) -> RedirectResponse:
+        return RedirectResponse(exc.location, status_code=303)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -42,6 +84,11 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read the body (e.g. not UTF-8): like bad JSON
+            problems = [{"loc": ["body"], "msg": str(exc.detail)}]
+            return JSONResponse(
+                error_body("invalid_request", "the request is not valid", errors=problems), 422
+            )
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), exc.status_code, headers=exc.headers)
 

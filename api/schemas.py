@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from messenger.models import BlockedUser, Message
+from acl.principal import USER_ID_PATTERN
+from acl.revocation import MAX_JTI_LENGTH
+from messenger.constants import MAX_MESSAGE_ID, MAX_PAYLOAD_BYTES
+from messenger.models import BlockedUser, Message, TokenRevocation, User
 from messenger.presence import PresenceInfo
+from messenger.protocol import ClientMsgId
+
+UserId = Annotated[str, StringConstraints(pattern=f"^{USER_ID_PATTERN}$")]
+MessageId = Annotated[int, Field(ge=1, le=MAX_MESSAGE_ID)]
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
 class TipOut(BaseModel):
@@ -100,8 +112,147 @@ class PresenceOut(BaseModel):
         )
 
 
+class PresenceQuery(_In):
+    users: list[UserId] = Field(min_length=1, max_length=500, examples=[["alice", "bob"]])
+
+
+class PresenceList(BaseModel):
+    presence: list[PresenceOut]
+
+
+class SendIn(_In):
+    """A 1:1 message. ``client_id`` (or the ``Idempotency-Key`` header) makes a retry safe."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"to": "bob", "body": "hi", "client_id": "5f0c1e9e-2b1d"}]},
+    )
+
+    to: UserId
+    body: str = Field(
+        description=f"UTF-8 text, at most {MAX_PAYLOAD_BYTES // 1024} KiB once encoded (else 413)."
+    )
+    client_id: ClientMsgId | None = None
+
+
+class ReadIn(_In):
+    """Either ``up_to`` (every message up to that id, optionally only ``with`` one peer) or ``ids``."""
+
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, json_schema_extra={"examples": [{"up_to": 12346}]}
+    )
+
+    up_to: Annotated[int, Field(ge=0, le=MAX_MESSAGE_ID)] | None = None
+    peer: UserId | None = Field(default=None, alias="with")
+    ids: list[MessageId] | None = Field(default=None, min_length=1, max_length=500)
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ReadIn:
+        if (self.up_to is None) == (self.ids is None):
+            raise ValueError("give exactly one of 'up_to' or 'ids'")
+        return self
+
+
+class ReadMark(BaseModel):
+    sender: str = Field(alias="from")
+    up_to: int
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class ReadOut(BaseModel):
+    read: list[ReadMark] = Field(description="Per sender whose messages were marked, the highest id marked.")
+
+
+class ConversationOut(BaseModel):
+    peer: str
+    last_message: MessageOut
+    unread: int
+
+
+class ConversationPage(BaseModel):
+    conversations: list[ConversationOut]
+    next_before: int | None = Field(description="Pass as `before` for the next page; null at the end.")
+
+
+class TokenOut(BaseModel):
+    jti: str | None
+    issued_at: datetime | None
+    expires_at: datetime | None
+
+
+class MeOut(BaseModel):
+    user: str
+    role: str
+    display_name: str | None
+    created_at: datetime | None = Field(description="Null until the user is provisioned.")
+    token: TokenOut
+
+
+class UserIn(_In):
+    role: Literal["member", "creator", "service"]
+    display_name: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+
+
+class UserOut(BaseModel):
+    user: str
+    role: str
+    display_name: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, u: User) -> UserOut:
+        return cls(user=u.id, role=u.role, display_name=u.display_name, created_at=u.created_at)
+
+
+class RevocationIn(_In):
+    """Revoke one token by ``jti``, or every token of ``user`` issued before ``before`` (default: now)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"user": "alice"}, {"jti": "0b3c9e"}]}
+    )
+
+    jti: Annotated[str, StringConstraints(min_length=1, max_length=MAX_JTI_LENGTH)] | None = None
+    user: UserId | None = None
+    before: datetime | None = None
+    reason: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> RevocationIn:
+        if (self.jti is None) == (self.user is None):
+            raise ValueError("give exactly one of 'jti' or 'user'")
+        if self.before is not None and (self.user is None or self.before.utcoffset() is None):
+            raise ValueError("'before' goes with 'user' and needs a time zone")
+        return self
+
+
+class RevocationOut(BaseModel):
+    id: int
+    jti: str | None
+    user: str | None
+    issued_before: datetime | None
+    reason: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, r: TokenRevocation) -> RevocationOut:
+        return cls(
+            id=r.id,
+            jti=r.jti,
+            user=r.user_id,
+            issued_before=r.issued_before,
+            reason=r.reason,
+            created_at=r.created_at,
+        )
+
+
 class Health(BaseModel):
     status: str = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, str] = Field(examples=[{"database": "ok", "broker": "ok", "presence": "ok"}])
 
 
 class ErrorOut(BaseModel):

@@ -25,6 +25,8 @@ from acl.topics import Action, can_set_will, check, client_id_allowed
 
 logger = logging.getLogger(__name__)
 
+#: Called after the token checks with the principal; raises PermissionError to refuse the
+#: CONNECT (e.g. a revoked token). ``messenger serve`` also provisions the user here.
 OnAuthenticated = Callable[[Principal], Awaitable[None] | None]
 
 _ACTIONS = {
@@ -96,8 +98,11 @@ class MessengerAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
                 result = self._on_authenticated(principal)
                 if inspect.isawaitable(result):
                     await result
+            except PermissionError as exc:
+                logger.info("refused CONNECT of client %r: %s", session.client_id, exc)
+                return False
             except Exception:
-                logger.exception("could not provision user %s; refusing CONNECT", principal.user_id)
+                logger.exception("could not admit user %s; refusing CONNECT", principal.user_id)
                 return False
         self._principals[str(session.client_id)] = principal
         return True
@@ -106,6 +111,10 @@ class MessengerAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
         self, *, session: Session | None = None, topic: str | None = None, action: AmqttAction | None = None
     ) -> bool:
         return self.allows(session, topic, action)
+
+    def principal(self, client_id: str) -> Principal | None:
+        """Who authenticated with ``client_id`` last."""
+        return self._principals.get(client_id)
 
     def allows(self, session: Session | None, topic: str | None, action: AmqttAction | None) -> bool:
         """The topic decision, synchronously (the broker calls this on its hot path)."""

@@ -20,8 +20,9 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from acl.principal import Principal
+from acl.revocation import Revocation
 from acl.tokens import TokenVerifier
-from acl.topics import parse_presence_topic
+from acl.topics import CONTROL_TOPIC, parse_presence_topic
 from broker.exceptions import BrokerStartError
 from broker.plugins import MessengerAclPlugin
 from messenger.constants import MAX_PAYLOAD_BYTES
@@ -48,9 +49,58 @@ class MessengerBroker(Broker):
     * Nothing but presence is retained: amqtt replays retained messages without a read check,
       so a retained message anywhere else could leak.
     * Retained messages are replayed at CONNECT only for the client's own subscriptions.
+
+    It also consumes :data:`acl.topics.CONTROL_TOPIC`: a revocation published there by the
+    service disconnects every client whose token it covers.
     """
 
     _acl: MessengerAclPlugin | None = None
+
+    def _plugin(self) -> MessengerAclPlugin | None:
+        if self._acl is None:
+            plugin = self.plugins_manager.get_plugin(MessengerAclPlugin.__name__)
+            if isinstance(plugin, MessengerAclPlugin):
+                self._acl = plugin
+        return self._acl
+
+    def connected_count(self) -> int:
+        """How many clients are connected now."""
+        return sum(1 for session, _ in self._sessions.values() if session.transitions.is_connected())
+
+    async def kick(self, revocation: Revocation) -> int:
+        """Disconnect every connected client whose token ``revocation`` covers; returns how many.
+
+        The connection is closed without a DISCONNECT, so the client's Last Will (presence
+        offline) goes out; its reconnect is refused because the token is revoked.
+        """
+        acl = self._plugin()
+        if acl is None:
+            return 0
+        kicked = 0
+        for client_id, (session, handler) in list(self._sessions.items()):
+            principal = acl.principal(client_id)
+            if (
+                principal is None
+                or not session.transitions.is_connected()
+                or not revocation.covers(principal)
+            ):
+                continue
+            logger.info("disconnecting %s: its token was revoked", client_id)
+            if handler.writer is not None:
+                await handler.writer.close()
+            kicked += 1
+        return kicked
+
+    async def _handle_control(self, session: Session, data: bytes | bytearray | None) -> None:
+        if not await self._topic_filtering(session, CONTROL_TOPIC, Action.PUBLISH):
+            logger.warning("%s may not publish on %s; ignored", session.client_id, CONTROL_TOPIC)
+            return
+        try:
+            revocation = Revocation.from_control(bytes(data or b""))
+        except ValueError as exc:
+            logger.warning("ignored a control message from %s: %s", session.client_id, exc)
+            return
+        await self.kick(revocation)
 
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
@@ -110,12 +160,8 @@ class MessengerBroker(Broker):
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         # amqtt runs every plugin check as a new task and gathers them: several tasks per
         # message relayed. The ACL is pure and fast, so ask it directly.
-        if self._acl is None:
-            plugin = self.plugins_manager.get_plugin(MessengerAclPlugin.__name__)
-            if not isinstance(plugin, MessengerAclPlugin):
-                return False
-            self._acl = plugin
-        return self._acl.allows(session, topic, action)
+        acl = self._plugin()
+        return acl is not None and acl.allows(session, topic, action)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
@@ -164,6 +210,10 @@ class MessengerBroker(Broker):
     ) -> bool:
         # amqtt has no packet size limit; refuse what no Messenger client needs to send
         message = wait_deliver.result()
+        if message is not None and message.topic == CONTROL_TOPIC:
+            # amqtt would drop the connection for a $ topic; this one is for the broker itself
+            await self._handle_control(client_session, message.data)
+            return True
         if message is not None and message.data is not None and len(message.data) > MAX_BROKER_PAYLOAD:
             logger.warning(
                 "dropped a %d-byte publish from %s on %s (limit %d)",
@@ -266,7 +316,9 @@ class EmbeddedBroker:
 
 def bind_port(host: str, port: int, flag: str, env: str) -> socket.socket:
     """A TCP socket bound to ``host:port``; a taken port is a BrokerStartError naming ``flag``/``env``."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP, and
+    # with Nagle on every HTTP answer written in two parts waited for a 40 ms delayed ACK
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

@@ -10,7 +10,8 @@ from acl.principal import USER_ID_PATTERN
 from api.deps import CurrentUser, DbSession
 from api.errors import ApiError
 from api.schemas import BlockList, BlockOut
-from messenger.repositories import blocks, users
+from messenger import actions
+from messenger.repositories import blocks
 
 router = APIRouter(prefix="/v1/blocks", tags=["blocks"])
 
@@ -25,10 +26,10 @@ def list_blocks(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> BlockList:
     """The users the caller blocked, by id."""
-    rows = blocks.list_for(session, principal.user_id, after=after, limit=limit)
-    return BlockList(
-        blocks=[BlockOut.of(r) for r in rows], next_after=rows[-1].blocked_id if len(rows) == limit else None
-    )
+    rows = blocks.list_for(session, principal.user_id, after=after, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return BlockList(blocks=[BlockOut.of(r) for r in rows], next_after=rows[-1].blocked_id if more else None)
 
 
 @router.get("/{user}", response_model=BlockOut, responses={404: {"description": "Not blocked"}})
@@ -39,19 +40,18 @@ def get_block(principal: CurrentUser, session: DbSession, user: UserPath) -> Blo
     return BlockOut.of(row)
 
 
-@router.put("/{user}", response_model=BlockOut, responses={400: {}, 404: {}})
+@router.put(
+    "/{user}",
+    response_model=BlockOut,
+    responses={400: {"description": "Blocking yourself"}, 404: {"description": "No such user"}},
+)
 def put_block(principal: CurrentUser, session: DbSession, user: UserPath) -> BlockOut:
     """Block a user (idempotent)."""
-    if user == principal.user_id:
-        raise ApiError(400, "invalid_block", "you cannot block yourself")
-    if users.get(session, user) is None:
-        raise ApiError(404, "unknown_user", f"no user {user!r}")
-    users.ensure(session, principal.user_id, principal.role.value)
-    return BlockOut.of(blocks.block(session, principal.user_id, user))
+    return BlockOut.of(actions.block(session, principal.user_id, principal.role.value, user))
 
 
 @router.delete("/{user}", status_code=204, response_class=Response)
 def delete_block(principal: CurrentUser, session: DbSession, user: UserPath) -> Response:
     """Unblock a user (idempotent: unblocking someone not blocked is fine)."""
-    blocks.unblock(session, principal.user_id, user)
+    actions.unblock(session, principal.user_id, user)
     return Response(status_code=204)

@@ -1,19 +1,32 @@
-"""Conversation history."""
+"""Messages: history, unread, sending and read marks."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Header, Query, Response, status
+from sqlalchemy.orm import Session
 
-from acl.principal import USER_ID_PATTERN
-from api.deps import CurrentUser, DbSession, Deps
+from acl.principal import Principal
+from api.deps import ApiDeps, CurrentUser, DbSession, Deps, Outbox
 from api.errors import ApiError
-from api.schemas import MessageOut, MessagePage
-from messenger.constants import MAX_MESSAGE_ID
-from messenger.repositories import messages
+from api.schemas import MessageOut, MessagePage, ReadIn, ReadMark, ReadOut, SendIn, UserId
+from messenger import actions
+from messenger.constants import MAX_MESSAGE_ID, MAX_PAYLOAD_BYTES
+from messenger.exceptions import Rejected
+from messenger.models import Message
+from messenger.protocol import ClientMsgId
+from messenger.repositories import messages, users
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+Before = Annotated[
+    int | None, Query(ge=1, le=MAX_MESSAGE_ID, description="Only messages with a smaller id (older).")
+]
+After = Annotated[
+    int | None, Query(ge=0, le=MAX_MESSAGE_ID, description="Only messages with a larger id (newer).")
+]
 
 
 @router.get("", response_model=MessagePage)
@@ -21,13 +34,9 @@ def history(
     principal: CurrentUser,
     session: DbSession,
     deps: Deps,
-    peer: Annotated[str, Query(alias="with", pattern=f"^{USER_ID_PATTERN}$", description="The other user.")],
-    before: Annotated[
-        int | None, Query(ge=1, le=MAX_MESSAGE_ID, description="Only messages with a smaller id (older).")
-    ] = None,
-    after: Annotated[
-        int | None, Query(ge=0, le=MAX_MESSAGE_ID, description="Only messages with a larger id (newer).")
-    ] = None,
+    peer: Annotated[UserId, Query(alias="with", description="The other user.")],
+    before: Before = None,
+    after: After = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> MessagePage:
     """One conversation of the caller, by keyset on the message id.
@@ -36,8 +45,7 @@ def history(
     paging forward with ``next_after``. Messages the peer sent while the caller blocked them
     are not shown.
     """
-    if limit > deps.history_max_limit:
-        raise ApiError(422, "invalid_request", f"limit is at most {deps.history_max_limit}")
+    _check_limit(deps, limit)
     forward = after is not None and before is None
     rows = messages.conversation(
         session,
@@ -56,3 +64,109 @@ def history(
         next_before=None if forward else cursor,
         next_after=cursor if forward else None,
     )
+
+
+@router.get("/unread", response_model=MessagePage)
+def unread(
+    principal: CurrentUser,
+    session: DbSession,
+    deps: Deps,
+    after: After = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> MessagePage:
+    """The caller's unread messages from everyone, oldest first; page on with ``next_after``."""
+    _check_limit(deps, limit)
+    rows = messages.unread(session, principal.user_id, after=after, limit=limit + 1, unread_only=True)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return MessagePage(
+        messages=[MessageOut.of(m) for m in rows], next_before=None, next_after=rows[-1].id if more else None
+    )
+
+
+@router.post(
+    "",
+    response_model=MessageOut,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        200: {"model": MessageOut, "description": "A repeat of an earlier send: the original message"},
+        400: {"description": "Messaging yourself"},
+        404: {"description": "No such recipient"},
+        409: {"description": "The idempotency key was used for a different message"},
+        413: {"description": "The body is over 64 KiB"},
+        429: {"description": "Too many messages; see retry_after"},
+    },
+)
+def send(
+    principal: CurrentUser,
+    session: DbSession,
+    deps: Deps,
+    pending: Outbox,
+    payload: SendIn,
+    response: Response,
+    idempotency_key: Annotated[
+        ClientMsgId | None,
+        Header(description="Makes a retry safe: the same key returns the original message."),
+    ] = None,
+) -> MessageOut:
+    """Send a 1:1 message through the same checks and delivery as MQTT.
+
+    The recipient gets it on ``users/{uid}/messages`` (or through catch-up when offline), and
+    the sender's devices an ``ack`` event. A message to someone who blocked the sender is
+    stored and not delivered, and this answer looks the same.
+    """
+    try:
+        message, created, out = _send(principal, session, deps, payload, idempotency_key)
+    except Rejected as exc:
+        deps.metrics.messages_rejected.labels(exc.code, "http").inc()
+        raise
+    pending.extend(out)
+    actions.count(deps.metrics, out, via="http")
+    if not created:
+        response.status_code = status.HTTP_200_OK
+    return MessageOut.of(message)
+
+
+def _send(
+    principal: Principal, session: Session, deps: ApiDeps, payload: SendIn, idempotency_key: str | None
+) -> tuple[Message, bool, list[actions.Outbound]]:
+    if principal.is_service:
+        raise Rejected("the service account does not send messages", code="forbidden")
+    client_id = _client_id(payload.client_id, idempotency_key)
+    size = len(payload.body.encode("utf-8"))
+    if size > MAX_PAYLOAD_BYTES:
+        raise Rejected(f"body is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}", code="payload_too_large")
+    request = actions.SendRequest(principal.user_id, client_id, payload.to, payload.body)
+    # a retry of a stored message is answered without spending the sender's rate budget
+    if not messages.by_keys(session, [(request.sender, client_id, request.to)]):
+        _, limited = actions.rate_limit(deps.limiter, [request])
+        if limited and limited[0].error is not None:
+            raise limited[0].error
+    users.ensure(session, principal.user_id, principal.role.value)
+    (result,), out = actions.send_messages(session, [request])
+    if result.error is not None:
+        raise result.error
+    assert result.message is not None  # noqa: S101 - a result without an error has its message
+    return result.message, result.created, out
+
+
+@router.post("/read", response_model=ReadOut)
+def mark_read(principal: CurrentUser, session: DbSession, pending: Outbox, payload: ReadIn) -> ReadOut:
+    """Mark messages to the caller read; each sender gets a ``read`` event over MQTT."""
+    marked, out = actions.mark_read(
+        session, principal.user_id, up_to=payload.up_to, ids=payload.ids, peer=payload.peer
+    )
+    pending.extend(out)
+    marks = [ReadMark.model_validate({"from": s, "up_to": top}) for s, top in sorted(marked.items())]
+    return ReadOut(read=marks)
+
+
+def _client_id(in_body: str | None, in_header: str | None) -> str:
+    if in_body is not None and in_header is not None and in_body != in_header:
+        raise ApiError(422, "invalid_request", "the Idempotency-Key header and client_id differ")
+    return in_body or in_header or uuid.uuid4().hex
+
+
+def _check_limit(deps: Deps, limit: int) -> None:
+    if limit > deps.history_max_limit:
+        raise ApiError(422, "invalid_request", f"limit is at most {deps.history_max_limit}")

@@ -1,4 +1,4 @@
-"""Presence lookups and health."""
+"""Presence lookups."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from fastapi import APIRouter, Path
 
 from acl.principal import USER_ID_PATTERN
 from api.deps import CurrentUser, Deps
-from api.schemas import Health, PresenceOut
+from api.schemas import PresenceList, PresenceOut, PresenceQuery
 
-router = APIRouter(tags=["presence"])
+router = APIRouter(prefix="/v1/presence", tags=["presence"])
 
 
-@router.get("/v1/presence/{user}", response_model=PresenceOut)
+@router.get("/{user}", response_model=PresenceOut)
 def presence(
     _principal: CurrentUser, deps: Deps, user: Annotated[str, Path(pattern=f"^{USER_ID_PATTERN}$")]
 ) -> PresenceOut:
@@ -21,7 +21,8 @@ def presence(
     return PresenceOut.of(deps.presence.get(user))
 
 
-@router.get("/healthz", response_model=Health, tags=["operations"])
-def healthz() -> Health:
-    """The process is up."""
-    return Health()
+@router.post("/query", response_model=PresenceList)
+def query(_principal: CurrentUser, deps: Deps, payload: PresenceQuery) -> PresenceList:
+    """Presence of up to 500 users at once, in the order asked (repeats answered once)."""
+    wanted = list(dict.fromkeys(payload.users))
+    return PresenceList(presence=[PresenceOut.of(info) for info in deps.presence.get_many(wanted)])

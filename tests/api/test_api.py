@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,26 +9,20 @@ from typing import Any
 import jwt
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
-from starlette.exceptions import StarletteDeprecationWarning
 
 from acl.principal import Role
 from acl.tokens import TokenConfig, TokenVerifier, issue_token
 from api.app import create_app
 from api.deps import ApiDeps
+from messenger import actions
 from messenger.constants import DEV_SECRET
 from messenger.db import unit_of_work
+from messenger.mqtt import MqttPublisher
 from messenger.presence import PresenceStore
 from messenger.repositories import blocks, messages
 from messenger.repositories.messages import NewMessage
+from tests.api.testclient import TestClient
 from tests.conftest import token
-
-with warnings.catch_warnings():
-    # Starlette 1.x wants httpx2 for its TestClient and warns (an error here) when it falls back
-    # to httpx, which is what the dev extra installs. Narrow ignore, at import time only.
-    warnings.filterwarnings(
-        "ignore", message="Using `httpx` with `starlette.testclient`", category=StarletteDeprecationWarning
-    )
-    from fastapi.testclient import TestClient
 
 MakeUser = Callable[..., str]
 MakeUid = Callable[[str], str]
@@ -38,10 +31,11 @@ LOGIN_URL = "http://login.example/x"
 
 
 @pytest.fixture
-def client(sessions: Sessions, presence_store: PresenceStore) -> Iterator[TestClient]:
-    deps = ApiDeps(
-        sessions, presence_store, TokenVerifier(TokenConfig(hs256_secret=DEV_SECRET)), login_url=LOGIN_URL
-    )
+def client(
+    sessions: Sessions, presence_store: PresenceStore, publisher: MqttPublisher
+) -> Iterator[TestClient]:
+    verifier = TokenVerifier(TokenConfig(hs256_secret=DEV_SECRET))
+    deps = ApiDeps(sessions, presence_store, verifier, publisher, login_url=LOGIN_URL)
     with TestClient(create_app(deps)) as test_client:
         yield test_client
 
@@ -459,3 +453,45 @@ def test_unknown_route_is_a_json_404(client: TestClient) -> None:
     wrong_method = client.post("/healthz")
     assert wrong_method.status_code == 405
     assert wrong_method.json()["code"] == "method_not_allowed"
+
+
+# --- keyset pagination under concurrent inserts ---
+
+
+def test_history_paging_is_stable_while_messages_arrive(
+    client: TestClient, sessions: Sessions, make_user: MakeUser
+) -> None:
+    alice, bob = make_user("alice"), make_user("bob")
+    before_paging = alternating_conversation(sessions, alice, bob, 25)
+    seen: list[int] = []
+    cursor: dict[str, Any] = {"limit": 10}
+    while True:
+        page = history(client, bob, alice, **cursor)
+        seen.extend(ids(page))
+        # new messages land between page requests: they are newer than every cursor
+        send(sessions, NewMessage(alice, bob, f"late-{len(seen)}", "late"))
+        if page["next_before"] is None:
+            break
+        cursor = {"limit": 10, "before": page["next_before"]}
+    assert seen == before_paging[::-1], "a page repeated or skipped a message"
+
+
+def test_conversation_paging_is_stable_while_other_peers_write(
+    client: TestClient, sessions: Sessions, make_user: MakeUser
+) -> None:
+    def say_hi(sender: str, to: str) -> None:
+        with unit_of_work(sessions) as session:
+            actions.send_messages(session, [actions.SendRequest(sender, "hello", to, "hi")])
+
+    bob = make_user("bob")
+    peers = [make_user(f"p{n}") for n in range(7)]
+    for peer in peers:  # p0 oldest ... p6 newest
+        say_hi(peer, bob)
+    first = get_json(client, "/v1/conversations", bob, limit=3)
+    assert [c["peer"] for c in first["conversations"]] == peers[:3:-1]  # p6, p5, p4
+    newcomer = make_user("new")
+    say_hi(newcomer, bob)  # arrives while bob pages
+    rest = get_json(client, "/v1/conversations", bob, limit=10, before=first["next_before"])
+    assert [c["peer"] for c in rest["conversations"]] == peers[3::-1]  # p3 .. p0, none twice
+    assert rest["next_before"] is None
+    assert get_json(client, "/v1/conversations", bob, limit=1)["conversations"][0]["peer"] == newcomer

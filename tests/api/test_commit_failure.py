@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable
 
 from sqlalchemy import Engine
@@ -14,13 +13,11 @@ from api.app import create_app
 from api.deps import ApiDeps
 from messenger.constants import DEV_SECRET
 from messenger.db import session_factory, unit_of_work
+from messenger.mqtt import MqttPublisher
 from messenger.presence import MemoryPresenceStore
 from messenger.repositories import blocks
+from tests.api.testclient import TestClient
 from tests.conftest import token
-
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # starlette's TestClient prefers httpx2
-    from fastapi.testclient import TestClient
 
 
 class _CommitFails(Session):
@@ -29,12 +26,14 @@ class _CommitFails(Session):
 
 
 def test_a_failed_commit_is_a_503_and_nothing_is_stored(
-    engine: Engine, make_user: Callable[..., str]
+    engine: Engine, make_user: Callable[..., str], publisher: MqttPublisher
 ) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     failing = sessionmaker(engine, class_=_CommitFails, expire_on_commit=False)
     verifier = TokenVerifier(TokenConfig(hs256_secret=DEV_SECRET))
-    client = TestClient(create_app(ApiDeps(failing, MemoryPresenceStore(), verifier, "http://login")))
+    client = TestClient(
+        create_app(ApiDeps(failing, MemoryPresenceStore(), verifier, publisher, "http://login"))
+    )
 
     response = client.put(f"/v1/blocks/{bob}", headers={"Authorization": f"Bearer {token(alice)}"})
 

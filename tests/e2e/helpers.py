@@ -407,8 +407,9 @@ class Clients:
         self._clients.append(client)
         return client
 
-    def connect(self, user: str, device: str = "t", *, subscribe: bool = True, online: bool = False,
-                **kwargs: Any) -> ChatClient:
+    def connect(
+        self, user: str, device: str = "t", *, subscribe: bool = True, online: bool = False, **kwargs: Any
+    ) -> ChatClient:
         """Connect, subscribe to the user's own topics (SUBACK waited) and optionally go online."""
         client = self.new(user, device, **kwargs).connect()
         if subscribe:
@@ -418,8 +419,9 @@ class Clients:
         return client
 
     def try_connect(self, username: str, password: str, client_id: str, **kwargs: Any) -> ReasonCode | None:
-        return try_connect(self.stack.mqtt_port, username=username, password=password, client_id=client_id,
-                           **kwargs)
+        return try_connect(
+            self.stack.mqtt_port, username=username, password=password, client_id=client_id, **kwargs
+        )
 
     def close_all(self) -> None:
         for client in self._clients:
@@ -453,7 +455,12 @@ def unsigned_token(user_id: str, *, ttl_s: int = 3600) -> str:
 
     now = int(time.time())
     claims = {
-        "sub": user_id, "role": "member", "iat": now, "nbf": now, "exp": now + ttl_s, "jti": uuid.uuid4().hex
+        "sub": user_id,
+        "role": "member",
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl_s,
+        "jti": uuid.uuid4().hex,
     }
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 

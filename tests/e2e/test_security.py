@@ -147,16 +147,20 @@ def test_retained_inbound_command_is_not_retained(clients: Clients) -> None:
     retained = clients.stack.app.broker.broker.retained_messages
 
     sent = f"retained-{uuid.uuid4().hex[:8]}"
-    bob.publish(bob.inbound_topic, f'{{"type": "message", "id": "{sent}", "to": "{carol_id}", "body": "r"}}',
-                retain=True)
+    bob.publish(
+        bob.inbound_topic,
+        f'{{"type": "message", "id": "{sent}", "to": "{carol_id}", "body": "r"}}',
+        retain=True,
+    )
     bob.expect_ack(sent)  # the handler processed it like any command
     carol.inbox.expect(message(client_id=sent))
     assert bob.inbound_topic not in retained
     assert not [topic for topic in retained if not topic.startswith("presence/")]
 
     # a service that subscribes later (a restarting handler) gets no replay of it
-    service = clients.connect(service_id, "handler", subscribe=False, will=False,
-                              password=token(service_id, Role.SERVICE))
+    service = clients.connect(
+        service_id, "handler", subscribe=False, will=False, password=token(service_id, Role.SERVICE)
+    )
     assert not any(c.is_failure for c in service.subscribe(bob.inbound_topic))
     service.inbox.assert_nothing(lambda r: r.topic == bob.inbound_topic, what="a replayed inbound command")
     assert len(stored_messages(clients.stack, bob_id, sent)) == 1
@@ -281,8 +285,9 @@ def test_refused_connect_does_not_kick_the_live_connection(
     clients.ensure_user(bob_id)
 
     if attacker == "forged-alice":
-        code = clients.try_connect(alice_id, issue_token(OTHER_SECRET, alice_id), alice.client_id or "",
-                                   clean_session=clean_session)
+        code = clients.try_connect(
+            alice_id, issue_token(OTHER_SECRET, alice_id), alice.client_id or "", clean_session=clean_session
+        )
     else:
         code = clients.try_connect(bob_id, token(bob_id), alice.client_id or "", clean_session=clean_session)
     assert not_authorized(code), code
