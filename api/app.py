@@ -7,7 +7,7 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import ApiDeps
 from api.middleware import BodyLimit, RequestMetrics
-from api.routes import admin, blocks, conversations, me, messages, ops, presence
+from api.routes import admin, blocks, conversations, gateway, me, messages, ops, presence
 from api.schemas import ErrorOut
 from messenger import __version__
 
@@ -17,6 +17,9 @@ MQTT connection, blocks, presence, and operator endpoints. MQTT carries the real
 
 Every `/v1` call takes `Authorization: Bearer <token>`. Errors are JSON objects with a stable
 `code` and a human `detail`.
+
+The `/mqtt` endpoints are for brokers only (Mosquitto's plugin, EMQX, mosquitto-go-auth): they
+need the shared `X-Gateway-Secret`.
 """
 
 
@@ -35,7 +38,7 @@ def create_app(deps: ApiDeps) -> FastAPI:
     )
     app.state.deps = deps
     errors.install(app)
-    for module in (messages, conversations, blocks, presence, me, admin, ops):
+    for module in (messages, conversations, blocks, presence, me, admin, ops, gateway):
         app.include_router(module.router)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestMetrics, metrics=deps.metrics)

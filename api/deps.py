@@ -9,6 +9,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
 from acl.exceptions import InvalidToken
@@ -16,12 +17,14 @@ from acl.principal import Principal
 from acl.tokens import TokenVerifier
 from api.errors import ApiError, LoginRedirect
 from messenger.actions import Outbound
+from messenger.admission import ConnectGate
 from messenger.db import unit_of_work
 from messenger.metrics import Metrics
 from messenger.mqtt import Publisher
 from messenger.presence import PresenceStore
 from messenger.ratelimit import RateLimiter
 from messenger.repositories import revocations
+from messenger.settings import ApiSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,44 @@ class ApiDeps:
     metrics: Metrics = field(default_factory=Metrics)
     admin_key: str | None = None
     history_max_limit: int = 200
+    gateway_secret: str | None = None
+    #: Admits authenticated CONNECTs for the gateway; built on ``sessions`` when not given.
+    gate: ConnectGate | None = None
+
+    def __post_init__(self) -> None:
+        if self.gate is None:
+            object.__setattr__(self, "gate", ConnectGate(self.sessions))
+
+
+def _secret(value: SecretStr | None) -> str | None:
+    return value.get_secret_value() if value is not None else None
+
+
+def build_deps(
+    settings: ApiSettings,
+    *,
+    sessions: sessionmaker[Session],
+    presence: PresenceStore,
+    verifier: TokenVerifier,
+    publisher: Publisher,
+    limiter: RateLimiter | None,
+    metrics: Metrics,
+    gate: ConnectGate | None = None,
+) -> ApiDeps:
+    """The API's dependencies, from its settings and the clients its process created."""
+    return ApiDeps(
+        sessions,
+        presence,
+        verifier,
+        publisher,
+        settings.login_url,
+        limiter=limiter,
+        metrics=metrics,
+        admin_key=_secret(settings.admin_key),
+        history_max_limit=settings.history_max_limit,
+        gateway_secret=_secret(settings.gateway_secret),
+        gate=gate,
+    )
 
 
 def get_deps(request: Request) -> ApiDeps:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from acl.principal import USER_ID_PATTERN
 from acl.revocation import MAX_JTI_LENGTH
@@ -258,3 +258,73 @@ class Readiness(BaseModel):
 class ErrorOut(BaseModel):
     code: str = Field(examples=["unauthorized"])
     detail: str
+
+
+class _GatewayIn(BaseModel):
+    """What a broker sends; unknown fields are ignored (each broker adds its own)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    username: str | None = Field(default=None, max_length=256)
+    clientid: str | None = Field(
+        default=None,
+        max_length=256,
+        validation_alias=AliasChoices("clientid", "client_id"),
+        description="The MQTT client id (`clientid` or `client_id`).",
+    )
+
+
+class GatewayUserIn(_GatewayIn):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"username": "alice", "password": "<bearer token>", "clientid": "alice/phone-1"}]
+        }
+    )
+
+    password: str | None = Field(default=None, max_length=16 * 1024, description="The bearer token.")
+
+
+class GatewayAclIn(_GatewayIn):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"username": "alice", "clientid": "alice/phone-1", "topic": "inbound/alice", "acc": 2},
+                {
+                    "username": "alice",
+                    "client_id": "alice/web",
+                    "topic": "presence/+/+",
+                    "action": "subscribe",
+                },
+            ]
+        }
+    )
+
+    topic: str | None = Field(default=None, max_length=65_535)
+    acc: int | None = Field(
+        default=None, description="mosquitto-go-auth access: 1 read, 2 write, 3 read and write, 4 subscribe."
+    )
+    action: str | None = Field(default=None, max_length=32, description="EMQX: `publish` or `subscribe`.")
+    retain: bool = False
+
+
+class GatewayOut(BaseModel):
+    """The answer mosquitto-go-auth (json mode), EMQX's HTTP authn/authz and the project's
+    Mosquitto plugin read. Always HTTP 200: the decision is in the body."""
+
+    ok: bool
+    result: Literal["allow", "deny"]
+    is_superuser: bool = False
+    reason: str | None = Field(default=None, description="Why it was denied.")
+    user: str | None = None
+    role: str | None = None
+    jti: str | None = None
+    iat: int | None = Field(default=None, description="When the token was issued (Unix time).")
+    expire_at: int | None = Field(default=None, description="When the token expires (Unix time).")
+
+    @classmethod
+    def allow(cls, **fields: object) -> GatewayOut:
+        return cls.model_validate({"ok": True, "result": "allow", **fields})
+
+    @classmethod
+    def deny(cls, reason: str) -> GatewayOut:
+        return cls(ok=False, result="deny", reason=reason)

@@ -18,10 +18,10 @@ from amqtt.contexts import BaseContext
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from acl.exceptions import InvalidToken
+from acl.connect import authorize_connect
 from acl.principal import Principal
 from acl.tokens import TokenVerifier
-from acl.topics import Action, can_set_will, check, client_id_allowed
+from acl.topics import Action, check
 
 logger = logging.getLogger(__name__)
 
@@ -34,31 +34,6 @@ _ACTIONS = {
     AmqttAction.SUBSCRIBE: Action.SUBSCRIBE,
     AmqttAction.RECEIVE: Action.RECEIVE,
 }
-
-
-def authorize_connect(
-    verifier: TokenVerifier,
-    *,
-    username: str | None,
-    password: str | None,
-    client_id: str | None,
-    will_topic: str | None = None,
-    will_retain: bool = False,
-) -> Principal:
-    """Check one CONNECT: token, username, client id prefix and Last Will. Raises PermissionError."""
-    if not password:
-        raise PermissionError("no token in the password field")
-    try:
-        principal = verifier.verify(password)
-    except InvalidToken as exc:
-        raise PermissionError(f"invalid token ({exc.reason})") from exc
-    if username != principal.user_id:
-        raise PermissionError(f"username {username!r} is not the token subject")
-    if client_id is None or not client_id_allowed(principal, client_id):
-        raise PermissionError(f"client id {client_id!r} must start with {principal.user_id + '/'!r}")
-    if will_topic is not None and not can_set_will(principal, will_topic, retain=will_retain):
-        raise PermissionError(f"Last Will on {will_topic!r} is not the client's own presence topic")
-    return principal
 
 
 class MessengerAclPlugin(BaseAuthPlugin, BaseTopicPlugin):

@@ -7,29 +7,26 @@ import contextlib
 import logging
 import signal
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
-from acl.principal import Principal
 from acl.tokens import TokenVerifier
 from api.app import create_app
-from api.deps import ApiDeps
+from api.deps import build_deps
 from bridge.bridge import PresenceBridge
 from broker.server import EmbeddedBroker, Listeners, bind_port
 from handler.consumer import HandlerConsumer
 from handler.processor import CommandProcessor
-from messenger.db import create_db_engine, migrate, session_factory, unit_of_work
+from messenger.admission import ConnectGate
+from messenger.db import create_db_engine, migrate, session_factory
 from messenger.exceptions import ConfigurationError
 from messenger.metrics import Metrics
 from messenger.mqtt import MqttPublisher, service_client
 from messenger.presence import create_presence_store
 from messenger.ratelimit import create_rate_limiter
-from messenger.repositories import revocations, users
 from messenger.settings import ServeSettings
 
 logger = logging.getLogger(__name__)
@@ -41,29 +38,6 @@ class _QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
-
-
-class ConnectGate:
-    """Admits an authenticated CONNECT: refuses revoked tokens, provisions new users from their claims."""
-
-    def __init__(self, sessions: sessionmaker[Session]) -> None:
-        self._sessions = sessions
-        self._known: set[str] = set()
-        self._lock = threading.Lock()
-
-    def __call__(self, principal: Principal) -> None:
-        with unit_of_work(self._sessions) as session:
-            if revocations.is_revoked(session, principal):
-                raise PermissionError("the token is revoked")
-            with self._lock:
-                known = principal.user_id in self._known
-            if not known:
-                users.ensure(session, principal.user_id, principal.role.value)
-        with self._lock:
-            self._known.add(principal.user_id)
-
-    async def admit(self, principal: Principal) -> None:
-        await asyncio.to_thread(self, principal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,16 +87,15 @@ class Messenger:
             await self._start_workers(listeners)
             assert self.publisher is not None  # noqa: S101 - started by _start_workers
             app = create_app(
-                ApiDeps(
-                    self.sessions,
-                    self.presence,
-                    self.verifier,
-                    self.publisher,
-                    s.login_url,
+                build_deps(
+                    s,
+                    sessions=self.sessions,
+                    presence=self.presence,
+                    verifier=self.verifier,
+                    publisher=self.publisher,
                     limiter=self.limiter,
                     metrics=self.metrics,
-                    admin_key=s.admin_key.get_secret_value() if s.admin_key is not None else None,
-                    history_max_limit=s.history_max_limit,
+                    gate=self.gate,
                 )
             )
             config = uvicorn.Config(app, log_level=s.log_level.lower(), access_log=False, lifespan="off")

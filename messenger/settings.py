@@ -120,6 +120,20 @@ class HandlerSettings(ServiceClientSettings):
     batch_wait_ms: float = Field(default=2.0, ge=0, description="How long a batch waits to fill up.")
     sync_page_size: int = Field(default=100, ge=1, le=1000)
     max_inflight: int = Field(default=1000, ge=1, le=65_000)
+    handler_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="This handler's name in its client id (default handler-NODE_ID); keep it across "
+        "restarts so the broker hands back its session.",
+    )
+    session_expiry_s: int = Field(
+        default=3600,
+        ge=0,
+        description="How long Mosquitto keeps a stopped handler's session and queued commands (MQTT 5).",
+    )
+
+    def handler_client_name(self) -> str:
+        return self.handler_name or f"handler-{self.node_id}"
 
 
 class ListenerSettings(CommonSettings):
@@ -151,7 +165,9 @@ class BrokerSettings(ListenerSettings):
     ws_port: int = constants.DEFAULT_WS_PORT
 
 
-class ApiSettings(ListenerSettings):
+class ApiSettings(ListenerSettings, ServiceClientSettings):
+    """The REST API; it publishes what requests produce as the service account."""
+
     api_port: int = constants.DEFAULT_API_PORT
     history_max_limit: int = Field(default=200, ge=1)
     admin_key: SecretStr | None = Field(
@@ -159,10 +175,17 @@ class ApiSettings(ListenerSettings):
         description="Operator key for /v1/admin (header X-Admin-Key); unset: service tokens only.",
     )
 
+    gateway_secret: SecretStr | None = Field(
+        default=None,
+        description="Secret brokers send (X-Gateway-Secret) to /mqtt/*; unset: those endpoints refuse.",
+    )
+
     @model_validator(mode="after")
-    def _admin_key_long_enough(self) -> Self:
-        if self.admin_key is not None and len(self.admin_key.get_secret_value()) < 16:
-            raise ValueError("MESSENGER_ADMIN_KEY must be at least 16 characters")
+    def _keys_long_enough(self) -> Self:
+        for name in ("admin_key", "gateway_secret"):
+            value: SecretStr | None = getattr(self, name)
+            if value is not None and len(value.get_secret_value()) < 16:
+                raise ValueError(f"MESSENGER_{name.upper()} must be at least 16 characters")
         return self
 
 

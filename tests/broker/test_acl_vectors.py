@@ -3,7 +3,7 @@
 ``tests/acl/test_vectors.py`` checks :mod:`acl` itself; this module checks that the amqtt
 integration asks it the right questions and adds no hole of its own:
 
-* ``connect`` and ``will`` rows through :func:`broker.plugins.authorize_connect`, and through
+* ``connect`` and ``will`` rows through :func:`acl.connect.authorize_connect`, and through
   the plugin as amqtt calls it (a real amqtt ``Session`` carrying the CONNECT fields);
 * ``publish``/``subscribe``/``receive`` rows through a :class:`MessengerBroker` (built, not
   listening): its topic filtering for publish and receive, its ``add_subscription`` (amqtt's
@@ -26,9 +26,10 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action as AmqttAction
 from amqtt.session import Session
 
+from acl.connect import authorize_connect
 from acl.principal import Role
 from acl.tokens import TokenConfig, TokenVerifier, issue_token
-from broker.plugins import MessengerAclPlugin, authorize_connect
+from broker.plugins import MessengerAclPlugin
 from broker.server import PLUGIN_PATH, MessengerBroker
 from messenger.constants import DEV_SECRET
 
