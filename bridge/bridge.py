@@ -57,7 +57,7 @@ class PresenceBridge(ServiceSubscriber):
         self._add_thread(self._run, "presence-bridge")
         self.applied = 0
 
-    def start(self, host: str, port: int, *, wait_s: float = 10.0) -> None:
+    def start(self, host: str, port: int, *, wait_s: float | None = 10.0) -> None:
         """Forget what this node recorded before (no Will fires for a restarted broker), then subscribe."""
         try:
             reset = self._store.reset_node(self._node_id, datetime.now(UTC))

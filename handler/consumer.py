@@ -56,8 +56,12 @@ class HandlerConsumer(ServiceSubscriber):
         batch_wait_s: float = 0.002,
         subscriptions: Sequence[str] = (INBOUND_FILTER, PRESENCE_FILTER),
         metrics: Metrics | None = None,
+        session_expiry_s: int | None = None,
+        receive_maximum: int | None = None,
     ) -> None:
-        super().__init__(client, subscriptions)
+        super().__init__(
+            client, subscriptions, session_expiry_s=session_expiry_s, receive_maximum=receive_maximum
+        )
         self._processor = processor
         self._metrics = metrics
         self._batch_size = batch_size

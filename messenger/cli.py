@@ -60,6 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--redis-url", help="keep presence in Redis (MESSENGER_REDIS_URL; default in-process)")
 
+    commands.add_parser(
+        "api", help="run the REST API and the broker gateway endpoints (production; MESSENGER_* settings)"
+    )
+    commands.add_parser(
+        "handler",
+        help="run one handler on Mosquitto's shared subscription (production; MESSENGER_* settings)",
+    )
+    commands.add_parser(
+        "bridge", help="mirror one broker node's presence into Redis (production; MESSENGER_* settings)"
+    )
+
     token = commands.add_parser("token", help="development tokens").add_subparsers(
         dest="token_command", required=True
     )
@@ -92,12 +103,25 @@ def _serve_settings(args: argparse.Namespace) -> object:
     return ServeSettings(**overrides)
 
 
+def _settings(args: argparse.Namespace) -> object:
+    from messenger import settings
+
+    if args.command == "serve":
+        return _serve_settings(args)
+    by_command: dict[str, type[settings.CommonSettings]] = {
+        "api": settings.ApiSettings,
+        "handler": settings.HandlerSettings,
+        "bridge": settings.ServiceClientSettings,
+    }
+    return by_command.get(args.command, settings.CommonSettings)()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from messenger.settings import CommonSettings
 
     try:
-        settings = _serve_settings(args) if args.command == "serve" else CommonSettings()
+        settings = _settings(args)
     except ValidationError as exc:
         for error in exc.errors(include_url=False):
             where = ".".join(str(part) for part in error["loc"])
@@ -133,6 +157,8 @@ def _run(args: argparse.Namespace, settings: CommonSettings) -> int:
         assert isinstance(settings, ServeSettings)  # noqa: S101 - narrowing for mypy
         asyncio.run(run(settings))
         return 0
+    if args.command in ("api", "handler", "bridge"):
+        return _run_process(args.command, settings)
     if args.command == "token":
         secret = settings.hs256_secret()
         if secret is None:
@@ -169,6 +195,26 @@ def _run(args: argparse.Namespace, settings: CommonSettings) -> int:
         return 0
     finally:
         engine.dispose()
+
+
+def _run_process(command: str, settings: CommonSettings) -> int:
+    """One production process; each reads only its ``MESSENGER_*`` settings."""
+    from messenger.settings import ApiSettings, HandlerSettings, ServiceClientSettings
+
+    if command == "api":
+        from api.main import run as run_api
+
+        assert isinstance(settings, ApiSettings)  # noqa: S101 - narrowing for mypy
+        return run_api(settings)
+    if command == "handler":
+        from handler.main import run as run_handler
+
+        assert isinstance(settings, HandlerSettings)  # noqa: S101 - narrowing for mypy
+        return run_handler(settings)
+    from bridge.main import run as run_bridge
+
+    assert isinstance(settings, ServiceClientSettings)  # noqa: S101 - narrowing for mypy
+    return run_bridge(settings)
 
 
 if __name__ == "__main__":

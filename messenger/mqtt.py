@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 if TYPE_CHECKING:
@@ -55,13 +57,27 @@ class ServiceSubscriber:
     reconnect. :meth:`stop` lets the workers finish, then disconnects. Subclasses handle
     ``_on_message`` (on paho's network thread: keep it short) and add their threads with
     :meth:`_add_thread`.
+
+    Over MQTT 5, ``session_expiry_s`` asks for a persistent session (clean start false): the
+    broker keeps the subscriptions and queues QoS 1 messages while the client is away, and
+    redelivers those it never acked. ``receive_maximum`` bounds the unacked messages the broker
+    sends at once.
     """
 
     role = "service client"
 
-    def __init__(self, client: mqtt.Client, subscriptions: Sequence[str]) -> None:
+    def __init__(
+        self,
+        client: mqtt.Client,
+        subscriptions: Sequence[str],
+        *,
+        session_expiry_s: int | None = None,
+        receive_maximum: int | None = None,
+    ) -> None:
         self._client = client
         self._subscriptions = list(subscriptions)
+        self._session_expiry_s = session_expiry_s
+        self._receive_maximum = receive_maximum
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -73,12 +89,28 @@ class ServiceSubscriber:
     def _add_thread(self, target: Callable[[], None], name: str) -> None:
         self._threads.append(threading.Thread(target=target, name=name, daemon=True))
 
-    def start(self, host: str, port: int, *, wait_s: float = 10.0) -> None:
-        """Connect and subscribe; raises TimeoutError if the broker has not granted it in ``wait_s``."""
-        self._client.connect_async(host, port, keepalive=30)
+    def start(self, host: str, port: int, *, wait_s: float | None = 10.0) -> None:
+        """Connect and subscribe; raises TimeoutError if the broker has not granted it in ``wait_s``.
+
+        With ``wait_s=None`` it returns at once and paho keeps trying in the background (a
+        process that starts before its broker, or before the gateway the broker asks).
+        """
+        if self._client.protocol == MQTTProtocolVersion.MQTTv5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            if self._session_expiry_s:
+                properties.SessionExpiryInterval = self._session_expiry_s
+            if self._receive_maximum:
+                properties.ReceiveMaximum = self._receive_maximum
+            self._client.connect_async(
+                host, port, keepalive=30, clean_start=not self._session_expiry_s, properties=properties
+            )
+        else:
+            self._client.connect_async(host, port, keepalive=30)
         self._client.loop_start()
         for thread in self._threads:
             thread.start()
+        if wait_s is None:
+            return
         if not self._subscribed.wait(wait_s):
             self.stop()
             raise TimeoutError(f"{self.role} could not subscribe on {host}:{port} within {wait_s}s")
@@ -122,6 +154,8 @@ class ServiceSubscriber:
         if any(r.is_failure for r in reasons):
             logger.error("broker refused a subscription of the %s: %s", self.role, reasons)
             return
+        if not self._subscribed.is_set():
+            logger.info("%s ready: subscribed", self.role)
         self._subscribed.set()
 
     def _on_disconnect(

@@ -1,0 +1,76 @@
+"""``messenger handler``: one of N handlers sharing the inbound stream on Mosquitto.
+
+It joins the MQTT 5 shared subscription ``$share/handlers/inbound/+`` (and the presence stream
+that triggers catch-up, shared the same way, so one handler answers each device) with a
+persistent session: the broker splits the commands among the running handlers, keeps what a
+stopped handler was sent, and redelivers what it never acked. Acks go out only after the commit.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from paho.mqtt.enums import MQTTProtocolVersion
+
+from acl.topics import SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER
+from handler.consumer import HandlerConsumer
+from handler.processor import CommandProcessor
+from messenger.db import create_db_engine, session_factory
+from messenger.exceptions import ConfigurationError
+from messenger.metrics import Metrics
+from messenger.mqtt import service_client
+from messenger.process import require_redis, wait_for_stop_signal
+from messenger.ratelimit import create_rate_limiter
+from messenger.settings import HandlerSettings
+
+logger = logging.getLogger(__name__)
+
+
+def run(settings: HandlerSettings) -> int:
+    """Consume until SIGINT/SIGTERM, then finish the batches in hand and stop."""
+    try:
+        token = settings.resolve_service_token()
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    redis_url = require_redis(settings.redis_url, "handler")
+    engine = create_db_engine(settings.database_url)
+    limiter = create_rate_limiter(redis_url, settings.send_limit())
+    metrics = Metrics()
+    name = settings.handler_client_name()
+    client = service_client(
+        user=settings.service_user,
+        token=token,
+        name=name,
+        manual_ack=True,
+        max_inflight=settings.max_inflight,
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    processor = CommandProcessor(
+        session_factory(engine), sync_page_size=settings.sync_page_size, limiter=limiter, metrics=metrics
+    )
+    consumer = HandlerConsumer(
+        client,
+        processor,
+        batch_size=settings.batch_size,
+        batch_wait_s=settings.batch_wait_ms / 1000,
+        subscriptions=(SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER),
+        metrics=metrics,
+        session_expiry_s=settings.session_expiry_s or None,
+        receive_maximum=settings.max_inflight,
+    )
+    logger.info(
+        "handler %s starting: broker %s:%d, shared group %s",
+        name,
+        settings.mqtt_host,
+        settings.mqtt_port,
+        SHARED_INBOUND_FILTER,
+    )
+    consumer.start(settings.mqtt_host, settings.mqtt_port, wait_s=None)
+    try:
+        wait_for_stop_signal()
+    finally:
+        logger.info("handler %s stopping after %d commands", name, consumer.processed)
+        consumer.stop()
+        limiter.close()
+        engine.dispose()
+    return 0
