@@ -7,7 +7,6 @@ Mosquitto's plugin asks, after the token itself has been verified (:mod:`acl.con
 from __future__ import annotations
 
 import asyncio
-import threading
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,23 +16,25 @@ from messenger.repositories import revocations, users
 
 
 class ConnectGate:
-    """Admits an authenticated CONNECT: refuses revoked tokens, provisions new users from their claims."""
+    """Admits an authenticated CONNECT: refuses revoked tokens, provisions new users from their
+    claims, and keeps the stored role equal to the token's.
+
+    The token is authoritative for the role (the login service issues both): the gateway's
+    ``/mqtt/acl`` reads the stored role, so a user whose token lost the ``service`` role must
+    not keep service rights there. One primary-key read per CONNECT, in the transaction that
+    already checks revocations; the broker plugin's cache keeps reconnect storms off it.
+    """
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
-        self._known: set[str] = set()
-        self._lock = threading.Lock()
 
     def __call__(self, principal: Principal) -> None:
         with unit_of_work(self._sessions) as session:
             if revocations.is_revoked(session, principal):
                 raise PermissionError("the token is revoked")
-            with self._lock:
-                known = principal.user_id in self._known
-            if not known:
-                users.ensure(session, principal.user_id, principal.role.value)
-        with self._lock:
-            self._known.add(principal.user_id)
+            user = users.ensure(session, principal.user_id, principal.role.value)
+            if user.role != principal.role.value:
+                user.role = principal.role.value
 
     async def admit(self, principal: Principal) -> None:
         await asyncio.to_thread(self, principal)
