@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check lint typecheck bench clean
+.PHONY: serve test check lint typecheck bench clean plugin topology
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,22 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 serve: $(VENV)/.installed
 	$(BIN)/messenger serve
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed plugin
 	$(BIN)/pytest
+
+# The Mosquitto auth/ACL plugin (C); installs Debian's mosquitto-dev, libcurl and cJSON headers if missing.
+plugin:
+	@scripts/ensure-plugin-deps.sh
+	$(MAKE) -s -C broker/mosquitto
+
+# The production topology on loopback: Mosquitto + plugin, API, two handlers, bridge
+# (against MariaDB and Redis on 127.0.0.1; override with MESSENGER_DATABASE_URL / MESSENGER_REDIS_URL).
+topology: $(VENV)/.installed plugin
+	$(BIN)/python -m scripts.topology
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check messenger acl broker handler bridge api
+	$(BIN)/ruff format --check messenger acl broker handler bridge api scripts
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
@@ -35,3 +45,4 @@ bench: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	$(MAKE) -s -C broker/mosquitto clean

@@ -25,6 +25,9 @@ from messenger.settings import HandlerSettings
 
 logger = logging.getLogger(__name__)
 
+#: The largest Receive Maximum MQTT 5 allows.
+RECEIVE_MAXIMUM = 65_535
+
 
 def run(settings: HandlerSettings) -> int:
     """Consume until SIGINT/SIGTERM, then finish the batches in hand and stop."""
@@ -56,7 +59,9 @@ def run(settings: HandlerSettings) -> int:
         subscriptions=(SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER),
         metrics=metrics,
         session_expiry_s=settings.session_expiry_s or None,
-        receive_maximum=settings.max_inflight,
+        # let the broker hand over as many unacked commands as MQTT allows: they wait in this
+        # process (safe: acked only after commit) instead of in Mosquitto's bounded queue
+        receive_maximum=RECEIVE_MAXIMUM,
     )
     logger.info(
         "handler %s starting: broker %s:%d, shared group %s",

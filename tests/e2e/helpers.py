@@ -22,18 +22,19 @@ import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from messenger.db import unit_of_work
 from messenger.models import Message
 from messenger.repositories import users
-from tests.conftest import Stack, token
+from tests.conftest import token
 
 HOST = "127.0.0.1"
 #: How long a test waits for something that should happen (generous: CI machines are slow).
@@ -383,10 +384,23 @@ def not_authorized(code: ReasonCode | None) -> bool:
     return code is None or code.is_failure
 
 
+class Target(Protocol):
+    """Where the clients connect: a ``messenger serve`` stack, or the Mosquitto topology."""
+
+    @property
+    def mqtt_port(self) -> int: ...
+    @property
+    def ws_port(self) -> int: ...
+    @property
+    def api_url(self) -> str: ...
+    @property
+    def sessions(self) -> sessionmaker[Session]: ...
+
+
 class Clients:
     """Connects test clients to one stack and closes them all when the test ends."""
 
-    def __init__(self, stack: Stack) -> None:
+    def __init__(self, stack: Target) -> None:
         self.stack = stack
         self._clients: list[ChatClient] = []
 
@@ -428,7 +442,7 @@ class Clients:
             client.close()
 
 
-def api(stack: Stack, user: str) -> httpx.Client:
+def api(stack: Target, user: str) -> httpx.Client:
     """A REST client authenticated as ``user``."""
     headers = {"Authorization": f"Bearer {token(user)}"}
     return httpx.Client(base_url=stack.api_url, headers=headers, timeout=TIMEOUT)
@@ -465,7 +479,7 @@ def unsigned_token(user_id: str, *, ttl_s: int = 3600) -> str:
     return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}."
 
 
-def stored_messages(stack: Stack, sender: str, client_msg_id: str) -> list[Message]:
+def stored_messages(stack: Target, sender: str, client_msg_id: str) -> list[Message]:
     """The rows the handler stored for one client message id of ``sender``."""
     with unit_of_work(stack.sessions) as session:
         return list(
