@@ -42,36 +42,12 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from acl.tokens import issue_token
+from bench.procstat import database_pid, machine_busy, process_cpu
 from messenger.constants import DEV_SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 _API_LINE = re.compile(r"REST API\s+http://([\d.]+):(\d+)")
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu(pid: int) -> float:
-    """utime + stime of a process (all its threads) in seconds, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # fields 14 and 15 of proc(5)
-
-
-def machine_busy() -> float:
-    """CPU seconds all cores spent not idle since boot, from /proc/stat."""
-    with open("/proc/stat") as f:
-        ticks = [int(v) for v in f.readline().split()[1:]]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / _CLK_TCK  # minus idle and iowait; no guest
-
-
-def database_pid() -> int | None:
-    """A local mariadbd/mysqld, if this machine runs the database (its CPU is shown too)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() in ("mariadbd", "mysqld"):
-                    return int(entry.name)
-    return None
 
 
 # --- the server ----------------------------------------------------------------------------------

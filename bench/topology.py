@@ -55,6 +55,7 @@ from sqlalchemy import select as sql_select
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from acl.tokens import issue_token
+from bench.procstat import CLK_TCK, database_pid, process_cpu
 from messenger.constants import DEV_SECRET
 from messenger.db import create_db_engine
 from messenger.models import Message
@@ -65,7 +66,6 @@ QUICK = {"connections": 100, "messages": 2_000}
 DEFAULTS = {"connections": 500, "messages": 20_000}
 #: After the last delivery, how long stragglers (the final row count, acks) may take.
 GRACE_S = 10.0
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(Exception):
@@ -73,23 +73,6 @@ class BenchError(Exception):
 
 
 # --- measuring ------------------------------------------------------------------------------------
-
-
-def process_cpu(pid: int) -> float:
-    """utime + stime of a process (all its threads) in seconds, from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK  # fields 14 and 15 of proc(5)
-
-
-def database_pid() -> int | None:
-    """A local mariadbd/mysqld, if this machine runs the database (its CPU is shown too)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if (entry / "comm").read_text().strip() in ("mariadbd", "mysqld"):
-                    return int(entry.name)
-    return None
 
 
 class CpuMeter:
@@ -113,7 +96,7 @@ class CpuMeter:
     def line(self) -> str:
         elapsed = time.perf_counter() - self._start
         if elapsed < 1.0:
-            return f"not shown: {elapsed:.2f} s is too short for /proc's {1000 // _CLK_TCK} ms ticks"
+            return f"not shown: {elapsed:.2f} s is too short for /proc's {1000 // CLK_TCK} ms ticks"
         now = self._sample()
         parts = [
             f"{name} {now[name] - self._cpu0[name]:.1f} s ({(now[name] - self._cpu0[name]) / elapsed:.0%})"
