@@ -40,6 +40,7 @@ class _Received:
     item: Inbound
     mid: int
     qos: int
+    connection: int  # the ack is only meaningful on the connection the message came on
 
 
 class HandlerConsumer(ServiceSubscriber):
@@ -76,10 +77,18 @@ class HandlerConsumer(ServiceSubscriber):
         self._add_thread(self._run_acker, "handler-acker")
         self.processed = 0
 
+    def stop(self, join_timeout: float = 30.0) -> None:
+        """Leave the subscriptions first, so that the other handlers of a shared group take the
+        stream and the queue drains; then finish and ack what is in hand, and disconnect."""
+        if self.unsubscribe():
+            logger.info("handler unsubscribed; finishing the %d commands in hand", self._queue.qsize())
+        super().stop(join_timeout)
+
     # paho's network thread: keep it short
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(_Received(Inbound(msg.topic, bytes(msg.payload), bool(msg.retain)), msg.mid, msg.qos))
+        item = Inbound(msg.topic, bytes(msg.payload), bool(msg.retain))
+        self._queue.put(_Received(item, msg.mid, msg.qos, self.connection))
 
     # worker thread
 
@@ -182,7 +191,9 @@ class HandlerConsumer(ServiceSubscriber):
                 logger.warning("publishes of a batch of %d not confirmed; leaving it unacked", len(batch))
                 continue
             for received in batch:
-                if received.qos > 0:
+                # after a reconnect the broker redelivers what was not acked, under new ids;
+                # an old id could ack an unrelated message, so it is dropped instead
+                if received.qos > 0 and received.connection == self.connection:
                     self._client.ack(received.mid, received.qos)
             self.processed += len(batch)
 

@@ -78,6 +78,9 @@ class ServiceSubscriber:
         self._subscriptions = list(subscriptions)
         self._session_expiry_s = session_expiry_s
         self._receive_maximum = receive_maximum
+        #: Counts successful connections: a message id is only valid on the connection it came on.
+        self.connection = 0
+        self._unsubscribed = threading.Event()
         self._stopping = threading.Event()
         self._subscribed = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -85,6 +88,7 @@ class ServiceSubscriber:
         client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_unsubscribe = self._on_unsubscribe
 
     def _add_thread(self, target: Callable[[], None], name: str) -> None:
         self._threads.append(threading.Thread(target=target, name=name, daemon=True))
@@ -136,12 +140,24 @@ class ServiceSubscriber:
         if reason.is_failure:
             logger.error("%s refused by the broker: %s", self.role, reason)
             return
+        self.connection += 1
         if not self._subscriptions:  # a publisher: connected is ready
             logger.info("%s connected", self.role)
             self._subscribed.set()
             return
         client.subscribe([(topic, 1) for topic in self._subscriptions])
         logger.info("%s connected; subscribing to %s", self.role, ", ".join(self._subscriptions))
+
+    def unsubscribe(self, wait_s: float = 5.0) -> bool:
+        """Leave the subscriptions (a shared group stops sending here); True once the broker confirmed."""
+        if not self._subscriptions or not self._client.is_connected():
+            return False
+        self._unsubscribed.clear()
+        self._client.unsubscribe(self._subscriptions)
+        return self._unsubscribed.wait(wait_s)
+
+    def _on_unsubscribe(self, *_args: object) -> None:
+        self._unsubscribed.set()
 
     def _on_subscribe(
         self,

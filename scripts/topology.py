@@ -212,9 +212,14 @@ class Topology:
             return text.encode() in log.read()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs.pop(name)
+        proc = self.procs[name]
         proc.send_signal(sig)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        del self.procs[name]
 
     def stop(self) -> None:
         """Stop in reverse order (handlers finish their batches), then tidy up."""

@@ -19,6 +19,7 @@
  *   plugin_opt_cache_ttl_s 30                          (0 disables the cache)
  *   plugin_opt_cache_size 10000                        (cached tokens)
  *   plugin_opt_offline_max 10000                       (offline sessions remembered)
+ *   plugin_opt_service_user messenger-service          (MESSENGER_SERVICE_USER)
  *
  * Mosquitto 2.0 runs plugins on its single network thread, so nothing here locks. The gateway
  * call blocks the broker for at most timeout_ms; after a failure a 1 s circuit breaker refuses
@@ -36,9 +37,12 @@
  *   are queued, so dropping the state at disconnect would silently drop them.
  * Offline states are replaced when the client id authenticates again, and bounded by
  * offline_max (oldest forgotten first); an MQTT 3.x clean session has nothing to keep and
- * is forgotten at the next event, once its Will has gone out. (A session restored from
- * Mosquitto's persistence file after a restart has no state until its client reconnects,
- * so messages for it are refused until then; the database still has them for "sync".)
+ * is forgotten at the next event, once its Will has gone out. The service account's states
+ * (the handlers' persistent sessions, which hold acknowledged commands) are never evicted.
+ * A session restored from Mosquitto's persistence file after a restart has no state until
+ * its client reconnects: one whose client id is "{service_user}/..." (a prefix enforced at
+ * every CONNECT) keeps receiving the service's topics meanwhile; other users' messages are
+ * refused until they reconnect (the database still has them for "sync").
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* strdup, strnlen, clock_gettime */
@@ -68,6 +72,7 @@
 #define DEFAULT_CACHE_TTL_S 30L
 #define DEFAULT_CACHE_SIZE 10000L
 #define DEFAULT_OFFLINE_MAX 10000L
+#define DEFAULT_SERVICE_USER "messenger-service"
 /* How long new connections are refused without asking, after a gateway failure. */
 #define BREAKER_OPEN_MS 1000
 /* acl.tokens.MAX_TOKEN_LENGTH: longer passwords are refused without a gateway call. */
@@ -244,6 +249,7 @@ struct plugin {
 	long cache_ttl_s;
 	long cache_size;
 	long offline_max;
+	char *service_user;
 	/* gateway */
 	CURL *curl;
 	struct curl_slist *headers;
@@ -406,6 +412,9 @@ static void state_set_offline(struct plugin *pl, struct client_state *st, bool c
 	if (clean) {
 		list_append(&pl->ended, st);
 		return;
+	}
+	if (st->is_service) {
+		return; /* a handler's session holds acknowledged commands: never forgotten */
 	}
 	list_append(&pl->offline, st);
 	while (pl->offline.count > (size_t)pl->offline_max && pl->offline.oldest != st) {
@@ -653,6 +662,18 @@ static enum verdict ask_gateway(struct plugin *pl, const char *username, const c
 	}
 	long status = 0;
 	curl_easy_getinfo(pl->curl, CURLINFO_RESPONSE_CODE, &status);
+	if (status == 401 || status == 403) {
+		snprintf(why, why_len, "HTTP %ld from %s: check plugin_opt_gateway_secret", status, pl->url);
+		goto done; /* misconfigured: every CONNECT would fail, so treat it as an outage */
+	}
+	if (status >= 400 && status < 500) {
+		/* The gateway refused this request (a body it could not read, say): a refusal of
+		 * this client, not an outage. Only transport errors and 5xx open the breaker, so
+		 * one client cannot lock everybody out. */
+		snprintf(why, why_len, "HTTP %ld from %s", status, pl->url);
+		v = VERDICT_DENY;
+		goto done;
+	}
 	if (status != 200) {
 		snprintf(why, why_len, "HTTP %ld from %s", status, pl->url);
 		goto done;
@@ -698,6 +719,36 @@ static void gateway_answered(struct plugin *pl)
  * Events
  * ------------------------------------------------------------------------------------------ */
 
+/* A bearer token is a JWT: base64url segments and dots, at most MAX_TOKEN_LENGTH. Anything
+ * else is refused here, so the gateway is only ever sent what it can read. */
+static bool is_token(const char *s)
+{
+	if (s == NULL || s[0] == '\0') {
+		return false;
+	}
+	size_t n = 0;
+	for (; s[n] != '\0'; n++) {
+		unsigned char c = (unsigned char)s[n];
+		if (n >= MAX_TOKEN_LENGTH ||
+		    !((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+		      c == '_' || c == '.')) {
+			return false;
+		}
+	}
+	return true;
+}
+
+/* A session restored from persistence has no state until its client reconnects. The service
+ * account's (client id "{service_user}/...", enforced at CONNECT) may still receive the
+ * service's topics, so the handlers' queued commands are not dropped. */
+static bool restored_service_may_read(const struct plugin *pl, const struct mosquitto *client, const char *topic)
+{
+	const char *username = mosquitto_client_username(client);
+	return username != NULL && strcmp(username, pl->service_user) == 0 &&
+	       ma_client_id_allowed(pl->service_user, mosquitto_client_id(client)) &&
+	       ma_can_receive(pl->service_user, true, topic);
+}
+
 static int on_basic_auth(int event, void *event_data, void *userdata)
 {
 	(void)event;
@@ -708,9 +759,8 @@ static int on_basic_auth(int event, void *event_data, void *userdata)
 	const char *password = ed->password;
 
 	forget_ended_sessions(pl);
-	if (username == NULL || password == NULL || password[0] == '\0' ||
-	    strnlen(password, MAX_TOKEN_LENGTH + 1) > MAX_TOKEN_LENGTH) {
-		mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "refused a client from %s: no username or token",
+	if (username == NULL || !is_token(password)) {
+		mosquitto_log_printf(MOSQ_LOG_INFO, LOG_PREFIX "refused a client from %s: no username, or a password that is not a bearer token",
 				     client_address(ed->client));
 		return MOSQ_ERR_AUTH;
 	}
@@ -765,6 +815,9 @@ static int on_acl_check(int event, void *event_data, void *userdata)
 	struct mosquitto_evt_acl_check *ed = event_data;
 	const struct client_state *st = state_find(pl, mosquitto_client_id(ed->client));
 	if (st == NULL) {
+		if (ed->access == MOSQ_ACL_READ && restored_service_may_read(pl, ed->client, ed->topic)) {
+			return MOSQ_ERR_SUCCESS;
+		}
 #ifdef MESSENGER_AUTH_TRACE
 		mosquitto_log_printf(MOSQ_LOG_DEBUG, LOG_PREFIX "acl %s access=%d topic=%s: no state -> deny",
 				     mosquitto_client_id(ed->client), ed->access, ed->topic);
@@ -999,6 +1052,7 @@ static void plugin_free(struct plugin *pl)
 		curl_global_cleanup();
 	}
 	free(pl->url);
+	free(pl->service_user);
 	free(pl->secret_header);
 	free(pl);
 }
@@ -1029,7 +1083,7 @@ static bool has_control_chars(const char *s)
 
 static bool read_options(struct plugin *pl, struct mosquitto_opt *options, int option_count)
 {
-	const char *url = NULL, *secret = NULL;
+	const char *url = NULL, *secret = NULL, *service_user = DEFAULT_SERVICE_USER;
 	pl->timeout_ms = DEFAULT_TIMEOUT_MS;
 	pl->cache_ttl_s = DEFAULT_CACHE_TTL_S;
 	pl->cache_size = DEFAULT_CACHE_SIZE;
@@ -1049,6 +1103,8 @@ static bool read_options(struct plugin *pl, struct mosquitto_opt *options, int o
 			ok = parse_long_option(k, v, 1, 10000000, &pl->cache_size);
 		} else if (strcmp(k, "offline_max") == 0) {
 			ok = parse_long_option(k, v, 1, 10000000, &pl->offline_max);
+		} else if (strcmp(k, "service_user") == 0) {
+			service_user = v;
 		} else {
 			mosquitto_log_printf(MOSQ_LOG_WARNING, LOG_PREFIX "unknown option plugin_opt_%s ignored", k);
 		}
@@ -1063,6 +1119,14 @@ static bool read_options(struct plugin *pl, struct mosquitto_opt *options, int o
 	}
 	if ((strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) || has_control_chars(url)) {
 		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "plugin_opt_gateway_url must be an http:// or https:// URL");
+		return false;
+	}
+	if (!ma_is_valid_user_id(service_user)) {
+		mosquitto_log_printf(MOSQ_LOG_ERR, LOG_PREFIX "plugin_opt_service_user must be a user id");
+		return false;
+	}
+	pl->service_user = strdup(service_user);
+	if (pl->service_user == NULL) {
 		return false;
 	}
 	size_t len = strlen(url);

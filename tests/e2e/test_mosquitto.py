@@ -159,6 +159,17 @@ def test_bad_token_and_foreign_client_id_are_refused(clients: Clients) -> None:
     assert not not_authorized(clients.try_connect(alice_id, token(alice_id), f"{alice_id}/x"))
 
 
+def test_a_password_that_is_no_token_locks_nobody_else_out(clients: Clients) -> None:
+    # not UTF-8, not a JWT: refused by the plugin itself, and the gateway is not marked down
+    mallory = uid("mallory")
+    garbage = clients.new(mallory)
+    garbage.paho.username_pw_set(mallory, b"\xff\xfe not a token")  # raw bytes on the wire
+    with pytest.raises(AssertionError, match="refused"):
+        garbage.connect()
+    newcomer = uid("dave")  # uncached: needs the gateway right now
+    assert not not_authorized(clients.try_connect(newcomer, token(newcomer), f"{newcomer}/x"))
+
+
 def test_foreign_topics_are_refused(clients: Clients) -> None:
     alice, bob = clients.connect(uid("alice")), clients.connect(uid("bob"))
     codes = alice.subscribe(f"users/{bob.user}/messages", "#", f"inbound/{bob.user}")
