@@ -397,6 +397,28 @@ def test_a_handler_killed_mid_stream_loses_nothing(deployed: Deployed, clients: 
     assert _stored(deployed, sender_id) == (LOAD, LOAD)  # redeliveries stored once
 
 
+def test_after_a_broker_restart_resent_commands_are_handled_once(
+    deployed: Deployed, clients: Clients
+) -> None:
+    """Mosquitto 2.0 does not restore shared subscriptions from its persistence file, so what
+    is sent between a broker restart and the handlers' return has no subscriber. The protocol's
+    answer (docs/protocol.md): resend with the same id until the ack comes; each is stored once."""
+    topology = deployed.topology
+    for n in range(1, topology.handlers + 1):
+        topology.kill(f"handler-{n}", signal.SIGKILL)
+    topology.kill("mosquitto", signal.SIGTERM)
+    topology.start_mosquitto()
+    alice, bob = clients.connect(uid("alice")), clients.connect(uid("bob"))
+    cids = [alice.send(bob.user, f"sent while no handler ran {n}") for n in range(3)]
+    for n in range(1, topology.handlers + 1):
+        topology.start_handler(n)
+    for n, cid in enumerate(cids):
+        alice.send(bob.user, f"sent while no handler ran {n}", client_msg_id=cid)  # the resend
+        alice.expect_ack(cid)
+        bob.inbox.expect(message(client_id=cid), what=f"message {n}")
+        assert len(stored_messages(deployed, alice.user, cid)) == 1
+
+
 # --- the gateway going away ---
 
 
