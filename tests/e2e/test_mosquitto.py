@@ -97,13 +97,10 @@ def deployed(request: pytest.FixtureRequest) -> Iterator[Deployed]:
         topology.cleanup()
 
 
-@pytest.fixture
-def clients(deployed: Deployed) -> Iterator[Clients]:
-    pool = Clients(deployed)
-    try:
-        yield pool
-    finally:
-        pool.close_all()
+@pytest.fixture(scope="module")
+def stack(deployed: Deployed) -> Deployed:
+    """The e2e ``clients`` fixture connects to ``stack``: here, the Mosquitto topology."""
+    return deployed
 
 
 def uid(name: str) -> str:
