@@ -31,7 +31,6 @@ import contextlib
 import itertools
 import json
 import os
-import re
 import select
 import shlex
 import signal
@@ -419,8 +418,7 @@ def handler_split(topology: Topology) -> dict[str, int | None]:
             topology.kill(name, signal.SIGTERM)
         except Exception as exc:
             print(f"  {name} did not stop on SIGTERM: {type(exc).__name__}: {exc}")
-        found = re.findall(r"stopping after (\d+) commands", topology.log(name).read_text(errors="replace"))
-        counts[name] = int(found[-1]) if found else None
+        counts[name] = topology.handled(name)
     return counts
 
 

@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import getpass
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +37,7 @@ CONF_TEMPLATE = ROOT / "mosquitto.test.conf"
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 DEFAULT_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+_HANDLED = re.compile(r"stopping after (\d+) commands")
 
 
 def free_port() -> int:
@@ -50,15 +52,29 @@ def build_plugin() -> Path:
     return PLUGIN
 
 
-def _wait(predicate: object, what: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def _wait(
+    predicate: Callable[[], bool], what: str, timeout: float, proc: subprocess.Popen[bytes] | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
+        if predicate():
             return
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"{what}: the process exited with code {proc.returncode}")
         time.sleep(0.05)
     raise TimeoutError(f"{what}: not ready within {timeout:.0f}s")
+
+
+def _end(proc: subprocess.Popen[bytes], sig: int, timeout: float) -> None:
+    """Send ``sig`` and wait; SIGKILL what outlives ``timeout``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _port_open(port: int) -> bool:
@@ -212,26 +228,19 @@ class Topology:
             return text.encode() in log.read()
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
-        proc = self.procs[name]
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _end(self.procs[name], sig, timeout=30)
         del self.procs[name]
+
+    def handled(self, name: str) -> int | None:
+        """How many commands handler ``name`` said it handled when it last stopped (SIGTERM);
+        None if it never said (handler/main.py logs "stopping after N commands")."""
+        found = _HANDLED.findall(self.log(name).read_text(errors="replace"))
+        return int(found[-1]) if found else None
 
     def stop(self) -> None:
         """Stop in reverse order (handlers finish their batches), then tidy up."""
         for name in reversed(list(self.procs)):
-            proc = self.procs.pop(name)
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            _end(self.procs.pop(name), signal.SIGTERM, timeout=20)
 
     def cleanup(self) -> None:
         if self._own_workdir and self.workdir is not None:
