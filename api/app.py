@@ -7,13 +7,26 @@ from fastapi import FastAPI
 from api import errors
 from api.deps import ApiDeps
 from api.middleware import BodyLimit, RequestMetrics
-from api.routes import admin, blocks, conversations, gateway, me, messages, ops, presence
+from api.routes import (
+    admin,
+    blocks,
+    conversations,
+    gateway,
+    lists,
+    mass_messages,
+    me,
+    messages,
+    ops,
+    presence,
+    tips,
+)
 from api.schemas import ErrorOut
 from messenger import __version__
 
 DESCRIPTION = """\
 REST API of Messenger: history, conversations, unread and read marks, sending without a live
-MQTT connection, blocks, presence, and operator endpoints. MQTT carries the real-time side.
+MQTT connection, mass messages to member lists, tips, blocks, presence, and operator
+endpoints. MQTT carries the real-time side.
 
 Every `/v1` call takes `Authorization: Bearer <token>`. Errors are JSON objects with a stable
 `code` and a human `detail`.
@@ -38,7 +51,19 @@ def create_app(deps: ApiDeps) -> FastAPI:
     )
     app.state.deps = deps
     errors.install(app)
-    for module in (messages, conversations, blocks, presence, me, admin, ops, gateway):
+    for module in (
+        messages,
+        mass_messages,
+        tips,
+        lists,
+        conversations,
+        blocks,
+        presence,
+        me,
+        admin,
+        ops,
+        gateway,
+    ):
         app.include_router(module.router)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestMetrics, metrics=deps.metrics)

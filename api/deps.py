@@ -24,7 +24,11 @@ from messenger.mqtt import Publisher
 from messenger.presence import PresenceStore
 from messenger.ratelimit import RateLimiter
 from messenger.repositories import revocations
+from messenger.services import Services, create_services
+from messenger.services.billing import LedgerBilling
+from messenger.services.lists import EmbeddedLists
 from messenger.settings import ApiSettings
+from messenger.tipping import TipPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +45,22 @@ class ApiDeps:
     gateway_secret: str | None = None
     #: Admits authenticated CONNECTs for the gateway; built on ``sessions`` when not given.
     gate: ConnectGate | None = None
+    #: The list and billing services; the embedded ones on ``sessions`` when not given.
+    services: Services | None = None
+    tip_policy: TipPolicy = field(default_factory=TipPolicy)
 
     def __post_init__(self) -> None:
         if self.gate is None:
             object.__setattr__(self, "gate", ConnectGate(self.sessions))
+        if self.services is None:
+            embedded = Services(EmbeddedLists(self.sessions), LedgerBilling(self.sessions))
+            object.__setattr__(self, "services", embedded)
+
+    @property
+    def external(self) -> Services:
+        """The list and billing services in force."""
+        assert self.services is not None  # noqa: S101 - set by __post_init__
+        return self.services
 
 
 def _secret(value: SecretStr | None) -> str | None:
@@ -61,6 +77,7 @@ def build_deps(
     limiter: RateLimiter | None,
     metrics: Metrics,
     gate: ConnectGate | None = None,
+    services: Services | None = None,
 ) -> ApiDeps:
     """The API's dependencies, from its settings and the clients its process created."""
     return ApiDeps(
@@ -75,6 +92,8 @@ def build_deps(
         history_max_limit=settings.history_max_limit,
         gateway_secret=_secret(settings.gateway_secret),
         gate=gate,
+        services=services or create_services(settings, sessions),
+        tip_policy=TipPolicy.of(settings),
     )
 
 

@@ -24,6 +24,12 @@ STATUS_BY_CODE: Final = {
     "idempotency_conflict": 409,
     "payload_too_large": 413,
     "rate_limited": 429,
+    "not_a_creator": 403,
+    "list_not_owned": 403,
+    "invalid_tip": 400,
+    "tip_refused": 403,
+    "tip_failed": 402,
+    "service_unavailable": 503,
 }
 
 

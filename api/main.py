@@ -22,6 +22,7 @@ from messenger.mqtt import MqttPublisher, service_client
 from messenger.presence import RedisPresenceStore
 from messenger.process import require_redis
 from messenger.ratelimit import create_rate_limiter
+from messenger.services import create_services
 from messenger.settings import ApiSettings
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ def run(settings: ApiSettings) -> int:
     if settings.gateway_secret is None:
         logger.warning("MESSENGER_GATEWAY_SECRET is unset: brokers cannot use the /mqtt gateway endpoints")
     engine = create_db_engine(settings.database_url)
+    sessions = session_factory(engine)
+    services = create_services(settings, sessions)
     presence = RedisPresenceStore(redis_url)
     limiter = create_rate_limiter(redis_url, settings.send_limit())
     publisher = MqttPublisher(
@@ -46,12 +49,13 @@ def run(settings: ApiSettings) -> int:
     app = create_app(
         build_deps(
             settings,
-            sessions=session_factory(engine),
+            sessions=sessions,
             presence=presence,
             verifier=verifier,
             publisher=publisher,
             limiter=limiter,
             metrics=Metrics(),
+            services=services,
         )
     )
     publisher.start(settings.mqtt_host, settings.mqtt_port, wait_s=None)
@@ -67,6 +71,7 @@ def run(settings: ApiSettings) -> int:
         uvicorn.Server(config).run()
     finally:
         publisher.stop()
+        services.close()
         limiter.close()
         presence.close()
         engine.dispose()

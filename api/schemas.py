@@ -10,7 +10,7 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstrain
 from acl.principal import USER_ID_PATTERN
 from acl.revocation import MAX_JTI_LENGTH
 from messenger.constants import MAX_MESSAGE_ID, MAX_PAYLOAD_BYTES
-from messenger.models import BlockedUser, Message, TokenRevocation, User
+from messenger.models import BlockedUser, MassMessage, MemberList, Message, Tip, TokenRevocation, User
 from messenger.presence import PresenceInfo
 from messenger.protocol import ClientMsgId
 
@@ -22,7 +22,7 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TipOut(BaseModel):
+class MessageTipOut(BaseModel):
     amount: int
     currency: str | None
     status: str | None
@@ -38,13 +38,13 @@ class MessageOut(BaseModel):
     body: str = Field(examples=["hi"])
     sent_at: datetime
     read_at: datetime | None
-    tip: TipOut | None = None
+    tip: MessageTipOut | None = None
     list: str | None = None
 
     @classmethod
     def of(cls, m: Message) -> MessageOut:
         tip = (
-            TipOut(amount=m.tip_amount, currency=m.tip_currency, status=m.tip_status)
+            MessageTipOut(amount=m.tip_amount, currency=m.tip_currency, status=m.tip_status)
             if m.tip_amount
             else None
         )
@@ -120,19 +120,188 @@ class PresenceList(BaseModel):
     presence: list[PresenceOut]
 
 
+ListId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+Body = Annotated[
+    str, Field(description=f"UTF-8 text, at most {MAX_PAYLOAD_BYTES // 1024} KiB once encoded (else 413).")
+]
+
+
 class SendIn(_In):
-    """A 1:1 message. ``client_id`` (or the ``Idempotency-Key`` header) makes a retry safe."""
+    """A 1:1 message (``to``) or a creator's message to one of their lists (``list``).
+    ``client_id`` (or the ``Idempotency-Key`` header) makes a retry safe."""
 
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"examples": [{"to": "bob", "body": "hi", "client_id": "5f0c1e9e-2b1d"}]},
+        json_schema_extra={
+            "examples": [
+                {"to": "bob", "body": "hi", "client_id": "5f0c1e9e-2b1d"},
+                {"list": "3c2f0a9e", "body": "new post", "client_id": "8d1e2f3a"},
+            ]
+        },
+    )
+
+    to: UserId | None = None
+    list: ListId | None = None
+    body: Body
+    client_id: ClientMsgId | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> SendIn:
+        if (self.to is None) == (self.list is None):
+            raise ValueError("give exactly one of 'to' or 'list'")
+        return self
+
+
+class MassMessageOut(BaseModel):
+    """A message to a list and its fan-out: one copy per member who has not blocked the sender."""
+
+    id: int
+    client_id: str
+    list: str
+    body: str
+    status: Literal["queued", "sending", "sent", "failed", "canceled"]
+    recipients: int | None = Field(description="Members in the list (known once counted or done).")
+    processed: int = Field(description="Members gone through so far.")
+    stored: int = Field(description="Copies stored (and delivered to those online).")
+    skipped: int = Field(description="Members skipped: they blocked the sender.")
+    progress: float | None = Field(description="processed / recipients, when the size is known.")
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def of(cls, m: MassMessage) -> MassMessageOut:
+        progress = None
+        if m.status == "sent":
+            progress = 1.0
+        elif m.recipients:
+            progress = round(min(m.processed / m.recipients, 1.0), 4)
+        return cls(
+            id=m.id,
+            client_id=m.client_msg_id,
+            list=m.list_id,
+            body=m.body,
+            status=m.status,  # type: ignore[arg-type]
+            recipients=m.recipients,
+            processed=m.processed,
+            stored=m.stored,
+            skipped=m.skipped,
+            progress=progress,
+            created_at=m.created_at,
+            started_at=m.started_at,
+            finished_at=m.finished_at,
+        )
+
+
+class MassMessagePage(BaseModel):
+    mass_messages: list[MassMessageOut]
+    next_before: int | None
+
+
+class ListIn(_In):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(examples=["VIP"])
+
+
+class ListOut(BaseModel):
+    id: str
+    name: str
+    owner: str
+    members: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: MemberList, members: int) -> ListOut:
+        return cls(id=row.id, name=row.name, owner=row.owner_id, members=members, created_at=row.created_at)
+
+
+class ListPage(BaseModel):
+    lists: list[ListOut]
+    next_after: str | None
+
+
+class MembersIn(_In):
+    members: list[UserId] = Field(min_length=1, max_length=1000, examples=[["bob", "carol"]])
+
+
+class MembersAdded(BaseModel):
+    added: int = Field(description="Members that were not in the list yet.")
+    members: int = Field(description="Members in the list now.")
+
+
+class MemberPageOut(BaseModel):
+    members: list[str]
+    next_after: str | None
+
+
+class TipIn(_In):
+    """A tip to a creator, in minor units, with an optional message."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"to": "creator1", "amount": 500, "currency": "USD", "body": "thanks!"}]
+        },
     )
 
     to: UserId
-    body: str = Field(
-        description=f"UTF-8 text, at most {MAX_PAYLOAD_BYTES // 1024} KiB once encoded (else 413)."
-    )
+    amount: Annotated[int, Field(gt=0, le=MAX_MESSAGE_ID)]
+    currency: Currency
+    body: Body = ""
     client_id: ClientMsgId | None = None
+
+
+class TipOut(BaseModel):
+    id: int
+    client_id: str
+    sender: str = Field(alias="from")
+    to: str
+    amount: int
+    currency: str
+    body: str
+    status: Literal["pending", "succeeded", "failed"]
+    reason: str | None
+    message_id: int | None = Field(description="The message delivered with the tip, once it succeeded.")
+    billing_url: str | None = Field(default=None, description="Where to fix billing, when it failed.")
+    created_at: datetime
+    settled_at: datetime | None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    @classmethod
+    def of(cls, t: Tip, billing_url: str | None = None) -> TipOut:
+        return cls.model_validate(
+            {
+                "id": t.id,
+                "client_id": t.client_msg_id,
+                "from": t.payer_id,
+                "to": t.payee_id,
+                "amount": t.amount,
+                "currency": t.currency,
+                "body": t.body,
+                "status": t.status,
+                "reason": t.reason,
+                "message_id": t.message_id,
+                "billing_url": billing_url if t.status == "failed" else None,
+                "created_at": t.created_at,
+                "settled_at": t.settled_at,
+            }
+        )
+
+
+class TipPage(BaseModel):
+    tips: list[TipOut]
+    next_before: int | None
+
+
+class TopUpIn(_In):
+    amount: Annotated[int, Field(gt=0, le=10**15)] = Field(description="Minor units to add.")
+    currency: Currency
+
+
+class BalancesOut(BaseModel):
+    user: str
+    balances: dict[str, int] = Field(examples=[{"USD": 2500}])
 
 
 class ReadIn(_In):

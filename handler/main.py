@@ -13,15 +13,19 @@ import logging
 from paho.mqtt.enums import MQTTProtocolVersion
 
 from acl.topics import SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER
+from handler.background import BackgroundWork
 from handler.consumer import HandlerConsumer
 from handler.processor import CommandProcessor
 from messenger.db import create_db_engine, session_factory
 from messenger.exceptions import ConfigurationError
+from messenger.fanout import FanoutRunner
 from messenger.metrics import Metrics
-from messenger.mqtt import service_client
+from messenger.mqtt import MqttPublisher, service_client
 from messenger.process import require_redis, wait_for_stop_signal
 from messenger.ratelimit import create_rate_limiter
+from messenger.services import create_services
 from messenger.settings import HandlerSettings
+from messenger.tipping import TipPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +52,29 @@ def run(settings: HandlerSettings) -> int:
         max_inflight=settings.max_inflight,
         protocol=MQTTProtocolVersion.MQTTv5,
     )
+    sessions = session_factory(engine)
+    services = create_services(settings, sessions)
+    tip_policy = TipPolicy.of(settings)
+    # fan-out and tip results go out on a connection of their own, beside the command stream
+    publisher = MqttPublisher(
+        service_client(user=settings.service_user, token=token, name=f"{name}-background")
+    )
+    background = BackgroundWork(
+        FanoutRunner(sessions, services.lists, owner=name, page_size=settings.fanout_page_size),
+        sessions,
+        services.billing,
+        publisher.publish_confirmed,
+        tip_policy=tip_policy,
+        metrics=metrics,
+    )
     processor = CommandProcessor(
-        session_factory(engine), sync_page_size=settings.sync_page_size, limiter=limiter, metrics=metrics
+        sessions,
+        sync_page_size=settings.sync_page_size,
+        limiter=limiter,
+        metrics=metrics,
+        lists=services.lists,
+        tip_policy=tip_policy,
+        on_queued=background.wake,
     )
     consumer = HandlerConsumer(
         client,
@@ -71,11 +96,16 @@ def run(settings: HandlerSettings) -> int:
         SHARED_INBOUND_FILTER,
     )
     consumer.start(settings.mqtt_host, settings.mqtt_port, wait_s=None)
+    publisher.start(settings.mqtt_host, settings.mqtt_port, wait_s=None)
+    background.start()
     try:
         wait_for_stop_signal()
     finally:
         logger.info("handler %s stopping after %d commands", name, consumer.processed)
         consumer.stop()
+        background.stop()
+        publisher.stop()
+        services.close()
         limiter.close()
         engine.dispose()
     return 0

@@ -7,21 +7,24 @@ after the commit and only then acks the inbound messages.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from acl.topics import parse_inbound_topic, parse_presence_topic
-from messenger import actions, protocol
+from messenger import actions, fanout, protocol, tipping
 from messenger.actions import Outbound, SendRequest, SendResult, event
 from messenger.db import unit_of_work
-from messenger.exceptions import InvalidCommand, StoreUnavailable
+from messenger.exceptions import InvalidCommand, Rejected, StoreUnavailable
+from messenger.fanout import MassRequest
 from messenger.metrics import Metrics
 from messenger.protocol import MarkRead, SendMessage, Sync, Typing
 from messenger.ratelimit import RateLimiter
-from messenger.repositories import blocks, messages
+from messenger.repositories import blocks, messages, users
+from messenger.services.lists import EmbeddedLists, ListService
+from messenger.tipping import TipPolicy, TipRequest
 
 logger = logging.getLogger(__name__)
 
@@ -47,17 +50,28 @@ class Work:
     """
 
     sends: list[SendRequest] = field(default_factory=list)
+    mass: list[MassRequest] = field(default_factory=list)
+    tips: list[TipRequest] = field(default_factory=list)
     reads: list[tuple[str, MarkRead]] = field(default_factory=list)
     typing: list[tuple[str, Typing]] = field(default_factory=list)
     syncs: list[tuple[str, int | None]] = field(default_factory=list)
     replies: list[Outbound] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.sends) + len(self.reads) + len(self.typing) + len(self.syncs)
+        return (
+            len(self.sends)
+            + len(self.mass)
+            + len(self.tips)
+            + len(self.reads)
+            + len(self.typing)
+            + len(self.syncs)
+        )
 
     def split(self) -> list[Work]:
         """One Work per command; the replies go with the first."""
         parts = [Work(sends=[s]) for s in self.sends]
+        parts += [Work(mass=[m]) for m in self.mass]
+        parts += [Work(tips=[t]) for t in self.tips]
         parts += [Work(reads=[r]) for r in self.reads]
         parts += [Work(typing=[t]) for t in self.typing]
         parts += [Work(syncs=[s]) for s in self.syncs]
@@ -70,6 +84,10 @@ class Work:
         """Who gets the ``internal_error`` of a one-command Work, and its client id."""
         if self.sends:
             return self.sends[0].sender, self.sends[0].client_id
+        if self.mass:
+            return self.mass[0].sender, self.mass[0].client_id
+        if self.tips:
+            return self.tips[0].payer, self.tips[0].client_id
         for user, _ in (*self.reads, *self.typing, *self.syncs):
             return user, None
         return None
@@ -85,20 +103,28 @@ class CommandProcessor:
         sync_page_size: int = 100,
         limiter: RateLimiter | None = None,
         metrics: Metrics | None = None,
+        lists: ListService | None = None,
+        tip_policy: TipPolicy | None = None,
+        on_queued: Callable[[], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._sync_page_size = sync_page_size
         self._limiter = limiter
         self._metrics = metrics
+        self._lists = lists or EmbeddedLists(sessions)
+        self._tip_policy = tip_policy or TipPolicy()
+        #: Called after a commit that queued mass messages or tips: wakes their workers.
+        self._on_queued = on_queued
 
     def process(self, batch: Sequence[Inbound]) -> list[Outbound]:
         """:meth:`prepare` then :meth:`commit` (raises StoreUnavailable like both)."""
         return self.commit(self.prepare(batch))
 
     def prepare(self, batch: Sequence[Inbound]) -> Work:
-        """Parse a batch and apply the send rate limits; no database.
+        """Parse a batch, apply the send rate limits and check list messages with the list
+        service (the one read of the database: the senders' roles).
 
-        Raises StoreUnavailable when the rate-limit store (Redis) is down.
+        Raises StoreUnavailable when the rate-limit store (Redis) or the database is down.
         """
         work = Work()
         for item in batch:
@@ -111,8 +137,29 @@ class CommandProcessor:
             if presence is not None and not item.retained and protocol.parse_presence(item.payload):
                 work.syncs.append((presence[0], None))
         work.sends, limited = actions.rate_limit(self._limiter, work.sends)
-        work.replies.extend(self._refusals(limited))
+        work.mass, limited_mass = actions.rate_limit(self._limiter, work.mass)
+        refusals = [(r.sender, r.client_id, e) for r, e in limited]
+        refusals += [(r.sender, r.client_id, e) for r, e in limited_mass]
+        for sender, client_id, refusal in refusals:
+            work.replies.append(actions.refusal_event(sender, client_id, refusal))
+        if work.mass:
+            work.mass = self._check_lists(work)
         return work
+
+    def _check_lists(self, work: Work) -> list[MassRequest]:
+        """The list messages whose sender is a creator owning the list; refusals go to replies."""
+        with unit_of_work(self._sessions) as session:
+            roles = users.roles(session, {m.sender for m in work.mass})
+        accepted = []
+        for m in work.mass:
+            try:
+                info = fanout.check_list(self._lists, m.sender, roles.get(m.sender, ""), m.list_id)
+            except Rejected as exc:
+                logger.info("refused list message of %s (client id %r): %s", m.sender, m.client_id, exc.code)
+                work.replies.append(actions.refusal_event(m.sender, m.client_id, exc))
+                continue
+            accepted.append(MassRequest(m.sender, m.client_id, m.list_id, m.body, info.member_count))
+        return accepted
 
     def commit(self, work: Work) -> list[Outbound]:
         """Run a prepared batch in one transaction; return what to publish once it is committed.
@@ -140,6 +187,8 @@ class CommandProcessor:
                 out = [o for part in work.split() for o in self.commit(part)]
                 return out  # each part counted itself
         actions.count(self._metrics, out, via="mqtt")
+        if (work.mass or work.tips) and self._on_queued is not None:
+            self._on_queued()
         return out
 
     def _commit_with_retries(self, work: Work) -> list[Outbound]:
@@ -165,11 +214,9 @@ class CommandProcessor:
             return
         match command:
             case SendMessage(list=list_id) if list_id is not None:
-                detail = "list messages are not available yet"
-                work.replies.append(actions.error(sender, "not_supported", detail, command.id))
-            case SendMessage(tip=tip) if tip is not None:
-                detail = "tips are not available yet"
-                work.replies.append(actions.error(sender, "not_supported", detail, command.id))
+                work.mass.append(MassRequest(sender, command.id, list_id, command.body))
+            case SendMessage(to=to, tip=tip) if to is not None and tip is not None:
+                work.tips.append(TipRequest(sender, command.id, to, command.body, tip.amount, tip.currency))
             case SendMessage(to=to) if to is not None:
                 work.sends.append(SendRequest(sender, command.id, to, command.body))
             case MarkRead():
@@ -182,6 +229,16 @@ class CommandProcessor:
     def _apply(self, session: Session, work: Work) -> list[Outbound]:
         results, out = actions.send_messages(session, work.sends)
         out.extend(self._refusals(results))
+        queued, replies = fanout.queue_mass_messages(session, work.mass)
+        out.extend(replies)
+        recorded, replies = tipping.record_tips(session, work.tips, self._tip_policy)
+        out.extend(replies)
+        for q in queued:
+            if q.error is not None:
+                out.append(actions.refusal_event(q.request.sender, q.request.client_id, q.error))
+        for r in recorded:
+            if r.error is not None:
+                out.append(actions.refusal_event(r.request.payer, r.request.client_id, r.error))
         for reader, read in work.reads:
             out.extend(actions.mark_read(session, reader, up_to=read.up_to, peer=read.peer)[1])
         if work.typing:

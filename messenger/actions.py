@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol, TypeVar
 
 from sqlalchemy.orm import Session
 
@@ -91,9 +92,17 @@ class SendResult:
     error: Rejected | None = None
 
 
+class _Limited(Protocol):
+    @property
+    def sender(self) -> str: ...
+
+
+R = TypeVar("R", bound=_Limited)
+
+
 def rate_limit(
-    limiter: RateLimiter | None, requests: Sequence[SendRequest]
-) -> tuple[list[SendRequest], list[SendResult]]:
+    limiter: RateLimiter | None, requests: Sequence[R]
+) -> tuple[list[R], list[tuple[R, Rejected]]]:
     """Split ``requests`` into those within their sender's rate limit and ``rate_limited`` refusals.
 
     One limiter round trip for the whole batch; each sender's earliest requests go first.
@@ -102,7 +111,8 @@ def rate_limit(
         return list(requests), []
     allowance = limiter.acquire(Counter(r.sender for r in requests))
     granted = {user: a.granted for user, a in allowance.items()}
-    allowed, refused = [], []
+    allowed: list[R] = []
+    refused: list[tuple[R, Rejected]] = []
     for request in requests:
         if granted[request.sender] > 0:
             granted[request.sender] -= 1
@@ -112,7 +122,7 @@ def rate_limit(
         error = Rejected(
             f"too many messages; retry in {retry_after:g}s", code="rate_limited", retry_after=retry_after
         )
-        refused.append(SendResult(request, error=error))
+        refused.append((request, error))
     return allowed, refused
 
 
@@ -139,7 +149,10 @@ def send_messages(
             earlier.setdefault((m.sender_id, m.client_msg_id), []).append(m)
     accepted: list[tuple[int, NewMessage]] = []
     for i, r in enumerate(requests):
-        if any(m.recipient_id != r.to or m.body != r.body for m in earlier.get((r.sender, r.client_id), ())):
+        if any(
+            m.recipient_id != r.to or m.body != r.body or m.tip_amount is not None
+            for m in earlier.get((r.sender, r.client_id), ())
+        ):
             detail = f"client id {r.client_id!r} was already used for another message"
             results[i] = SendResult(r, error=Rejected(detail, code="idempotency_conflict"))
         elif r.to == r.sender:

@@ -40,3 +40,10 @@ class StoreUnavailable(MessengerError):
 
 class ConfigurationError(MessengerError):
     code = "configuration_error"
+
+
+class ServiceUnavailable(MessengerError):
+    """An external service (lists, billing) did not answer usably after its retries, or its
+    circuit breaker is open; the request can be tried again later."""
+
+    code = "service_unavailable"

@@ -136,3 +136,121 @@ class TokenRevocation(Base):
     reason: Mapped[str | None] = mapped_column(String(256))
     created_by: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MemberList(Base):
+    """A creator's member list, for the embedded list service (production asks the real one)."""
+
+    __tablename__ = "member_lists"
+    __table_args__ = (Index("ix_member_lists_owner_id_id", "owner_id", "id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.id"))
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class ListMember(Base):
+    """One member of an embedded list; members are paged by ``member_id``."""
+
+    __tablename__ = "list_members"
+
+    list_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("member_lists.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MassMessage(Base):
+    """A creator's message to a list, expanded into one ``messages`` row per recipient.
+
+    ``cursor`` is where the member listing goes on (the list service's page cursor). It moves
+    in the same transaction as the copies it covers, so a fan-out resumed by another worker
+    (``lease_owner``/``lease_until``) goes on exactly where the previous one committed.
+    """
+
+    __tablename__ = "mass_messages"
+    __table_args__ = (
+        UniqueConstraint("sender_id", "client_msg_id"),
+        Index("ix_mass_messages_status_lease_until", "status", "lease_until"),
+        Index("ix_mass_messages_sender_id_id", "sender_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    sender_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.id"))
+    client_msg_id: Mapped[str] = mapped_column(String(64))
+    list_id: Mapped[str] = mapped_column(String(64))
+    body: Mapped[str] = mapped_column(LongText)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    recipients: Mapped[int | None] = mapped_column(Integer)
+    stored: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    cursor: Mapped[str | None] = mapped_column(String(255))
+    error: Mapped[str | None] = mapped_column(String(256))
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Tip(Base):
+    """A member's tip to a creator: recorded ``pending`` before the charge, settled after it.
+
+    The charge's idempotency key is derived from (payer, client message id), so however often
+    the command is redelivered or the charge retried, the billing service charges once.
+    """
+
+    __tablename__ = "tips"
+    __table_args__ = (
+        UniqueConstraint("payer_id", "client_msg_id"),
+        Index("ix_tips_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_tips_payee_id_id", "payee_id", "id"),
+        Index("ix_tips_payer_id_id", "payer_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    payer_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.id"))
+    payee_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.id"))
+    client_msg_id: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    body: Mapped[str] = mapped_column(LongText)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reason: Mapped[str | None] = mapped_column(String(256))
+    charge_id: Mapped[str | None] = mapped_column(String(128))
+    message_id: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    lease_owner: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class LedgerBalance(Base):
+    """The embedded billing service: what a user holds, per currency, in minor units."""
+
+    __tablename__ = "ledger_balances"
+
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3), primary_key=True)
+    amount: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LedgerCharge(Base):
+    """One charge of the embedded billing service, keyed by its idempotency key."""
+
+    __tablename__ = "ledger_charges"
+
+    idempotency_key: Mapped[str] = mapped_column(String(191), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), unique=True)  # uq_ledger_charges_id
+    payer_id: Mapped[str] = mapped_column(String(64))
+    payee_id: Mapped[str] = mapped_column(String(64))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    description: Mapped[str | None] = mapped_column(String(256))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
@@ -227,6 +228,24 @@ class MqttPublisher(ServiceSubscriber):
             logger.warning(
                 "dropped %d of %d publishes: the broker is away and the queue is full", dropped, len(out)
             )
+
+    def publish_confirmed(self, out: Sequence[Outbound], timeout_s: float = 30.0) -> bool:
+        """Publish and wait until the broker has taken every message (PUBACK); False on timeout.
+
+        Callers that publish a lot (a fan-out) go one batch at a time this way, so that what
+        others publish meanwhile never queues behind more than one batch.
+        """
+        infos = [self._client.publish(o.topic, o.payload, qos=1) for o in out]
+        deadline = time.monotonic() + timeout_s
+        for info in infos:
+            remaining = deadline - time.monotonic()
+            try:
+                info.wait_for_publish(timeout=max(remaining, 0.001))
+            except (RuntimeError, ValueError):  # paho refused it (queue full) or is not connected
+                return False
+            if not info.is_published():
+                return False
+        return True
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, _msg: mqtt.MQTTMessage) -> None:
         pass  # subscribes to nothing

@@ -30,6 +30,11 @@ ERROR_CODES: Final = frozenset(
         "not_supported",
         "rate_limited",
         "idempotency_conflict",
+        "not_a_creator",
+        "list_not_owned",
+        "invalid_tip",
+        "tip_refused",
+        "service_unavailable",
         "internal_error",
     }
 )
@@ -109,6 +114,8 @@ def parse_command(payload: bytes) -> SendMessage | MarkRead | Typing | Sync:
         raise InvalidCommand(_describe(exc), code="invalid_payload") from exc
     if isinstance(command, SendMessage) and (command.to is None) == (command.list is None):
         raise InvalidCommand("a message has exactly one of 'to' or 'list'", code="invalid_payload")
+    if isinstance(command, SendMessage) and command.list is not None and command.tip is not None:
+        raise InvalidCommand("a tip goes to one creator ('to'), not to a list", code="invalid_payload")
     return command
 
 
@@ -161,6 +168,47 @@ def ack_event(message: Message, *, duplicate: bool) -> dict[str, Any]:
         "status": "sent",
         "duplicate": duplicate,
         "sent_at": format_time(message.sent_at),
+    }
+
+
+def mass_message_ack(client_id: str, mass_message_id: int, status: str, *, duplicate: bool) -> dict[str, Any]:
+    """The ``ack`` of a list message: queued for fan-out (``mass_message`` is its id)."""
+    return {
+        "type": "ack",
+        "client_id": client_id,
+        "id": None,
+        "mass_message": mass_message_id,
+        "status": status,
+        "duplicate": duplicate,
+    }
+
+
+def tip_ack(
+    client_id: str, message: Message | None, amount: int, currency: str, status: str, *, duplicate: bool
+) -> dict[str, Any]:
+    """The ``ack`` of a tip: ``sent`` with the stored message once the charge succeeded,
+    ``pending`` (no message yet) while the charge's outcome is unknown."""
+    return {
+        "type": "ack",
+        "client_id": client_id,
+        "id": None if message is None else message.id,
+        "status": "sent" if message is not None else "pending",
+        "duplicate": duplicate,
+        "sent_at": None if message is None else format_time(message.sent_at),
+        "tip": {"amount": amount, "currency": currency, "status": status},
+    }
+
+
+def tip_failed_event(
+    client_id: str, billing_url: str, reason: str | None, amount: int, currency: str
+) -> dict[str, Any]:
+    """The charge of a tip failed: nothing was delivered; the member fixes billing at ``billing_url``."""
+    return {
+        "type": "tip_failed",
+        "client_id": client_id,
+        "billing_url": billing_url,
+        "reason": reason,
+        "tip": {"amount": amount, "currency": currency, "status": "failed"},
     }
 
 

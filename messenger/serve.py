@@ -18,16 +18,20 @@ from api.app import create_app
 from api.deps import build_deps
 from bridge.bridge import PresenceBridge
 from broker.server import EmbeddedBroker, Listeners, bind_port
+from handler.background import BackgroundWork
 from handler.consumer import HandlerConsumer
 from handler.processor import CommandProcessor
 from messenger.admission import ConnectGate
 from messenger.db import create_db_engine, migrate, session_factory
 from messenger.exceptions import ConfigurationError
+from messenger.fanout import FanoutRunner
 from messenger.metrics import Metrics
 from messenger.mqtt import MqttPublisher, service_client
 from messenger.presence import create_presence_store
 from messenger.ratelimit import create_rate_limiter
+from messenger.services import create_services
 from messenger.settings import ServeSettings
+from messenger.tipping import TipPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +67,8 @@ class Messenger:
         self.metrics = Metrics()
         self.limiter = create_rate_limiter(settings.redis_url, settings.send_limit())
         self.gate = ConnectGate(self.sessions)
+        self.services = create_services(settings, self.sessions)
+        self.tip_policy = TipPolicy.of(settings)
         self.broker = EmbeddedBroker(
             self.verifier,
             host=settings.bind_host,
@@ -73,6 +79,8 @@ class Messenger:
         self.handler: HandlerConsumer | None = None
         self.bridge: PresenceBridge | None = None
         self.publisher: MqttPublisher | None = None
+        self.background: BackgroundWork | None = None
+        self._background_publisher: MqttPublisher | None = None
         self._api: _QuietServer | None = None
         self._api_task: asyncio.Task[None] | None = None
 
@@ -96,6 +104,7 @@ class Messenger:
                     limiter=self.limiter,
                     metrics=self.metrics,
                     gate=self.gate,
+                    services=self.services,
                 )
             )
             config = uvicorn.Config(app, log_level=s.log_level.lower(), access_log=False, lifespan="off")
@@ -125,8 +134,28 @@ class Messenger:
             manual_ack=True,
             max_inflight=s.max_inflight,
         )
+        name = f"handler-{s.node_id}"
+        self._background_publisher = MqttPublisher(
+            service_client(user=s.service_user, token=token, name=f"{name}-background")
+        )
+        await asyncio.to_thread(self._background_publisher.start, host, port)
+        self.background = BackgroundWork(
+            FanoutRunner(self.sessions, self.services.lists, owner=name, page_size=s.fanout_page_size),
+            self.sessions,
+            self.services.billing,
+            self._background_publisher.publish_confirmed,
+            tip_policy=self.tip_policy,
+            metrics=self.metrics,
+        )
+        self.background.start()
         processor = CommandProcessor(
-            self.sessions, sync_page_size=s.sync_page_size, limiter=self.limiter, metrics=self.metrics
+            self.sessions,
+            sync_page_size=s.sync_page_size,
+            limiter=self.limiter,
+            metrics=self.metrics,
+            lists=self.services.lists,
+            tip_policy=self.tip_policy,
+            on_queued=self.background.wake,
         )
         self.handler = HandlerConsumer(
             handler_client,
@@ -151,9 +180,16 @@ class Messenger:
             self._api.should_exit = True
             with contextlib.suppress(Exception):
                 await self._api_task
-        for worker in (self.publisher, self.handler, self.bridge):
+        for worker in (
+            self.publisher,
+            self.handler,
+            self.background,
+            self._background_publisher,
+            self.bridge,
+        ):
             if worker is not None:
                 await asyncio.to_thread(worker.stop)
+        self.services.close()
         await self.broker.stop()
         self.presence.close()
         self.limiter.close()

@@ -113,7 +113,47 @@ class ServiceClientSettings(CommonSettings):
         )
 
 
-class HandlerSettings(ServiceClientSettings):
+class ProductSettings(CommonSettings):
+    """The list and billing services, tips and mass messages (the handler and the API)."""
+
+    lists_url: str | None = Field(
+        default=None, description="Base URL of the list service; unset: lists live in this database."
+    )
+    billing_url: str | None = Field(
+        default=None, description="Base URL of the billing service; unset: the embedded ledger."
+    )
+    services_token: SecretStr | None = Field(
+        default=None, description="Bearer token sent to the list and billing services."
+    )
+    services_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    services_retries: int = Field(default=2, ge=0, le=10, description="Retries after the first try.")
+    tip_min_amount: int = Field(default=100, ge=1, description="Smallest tip, in minor units.")
+    tip_max_amount: int = Field(default=200_000, ge=1, description="Largest tip, in minor units.")
+    tip_currencies: str = Field(
+        default="USD,EUR,GBP", pattern=r"^[A-Z]{3}(,[A-Z]{3})*$", description="Accepted tip currencies."
+    )
+    billing_preferences_url: str = Field(
+        default="http://localhost:3000/settings/billing",
+        description="Where a member whose tip failed fixes their payment method (tip_failed).",
+    )
+    tip_retry_s: float = Field(
+        default=5.0, gt=0, description="First retry of a charge whose outcome is unknown (then doubling)."
+    )
+    fanout_page_size: int = Field(
+        default=1000, ge=1, le=10_000, description="List members stored per fan-out transaction."
+    )
+
+    @model_validator(mode="after")
+    def _tip_bounds(self) -> Self:
+        if self.tip_min_amount > self.tip_max_amount:
+            raise ValueError("MESSENGER_TIP_MIN_AMOUNT is larger than MESSENGER_TIP_MAX_AMOUNT")
+        return self
+
+    def accepted_currencies(self) -> frozenset[str]:
+        return frozenset(self.tip_currencies.split(","))
+
+
+class HandlerSettings(ServiceClientSettings, ProductSettings):
     batch_size: int = Field(
         default=500, ge=1, le=10_000, description="Most inbound commands per transaction."
     )
@@ -165,7 +205,7 @@ class BrokerSettings(ListenerSettings):
     ws_port: int = constants.DEFAULT_WS_PORT
 
 
-class ApiSettings(ListenerSettings, ServiceClientSettings):
+class ApiSettings(ListenerSettings, ServiceClientSettings, ProductSettings):
     """The REST API; it publishes what requests produce as the service account."""
 
     api_port: int = constants.DEFAULT_API_PORT

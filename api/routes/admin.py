@@ -9,11 +9,13 @@ from fastapi import APIRouter, Path, status
 from acl.principal import USER_ID_PATTERN
 from acl.revocation import Revocation
 from acl.topics import CONTROL_TOPIC
-from api.deps import Admin, DbSession, Outbox
-from api.schemas import RevocationIn, RevocationOut, UserIn, UserOut
+from api.deps import Admin, DbSession, Deps, Outbox
+from api.errors import ApiError
+from api.schemas import BalancesOut, RevocationIn, RevocationOut, TopUpIn, UserIn, UserOut
 from messenger.actions import Outbound
 from messenger.models import utcnow
-from messenger.repositories import revocations, users
+from messenger.repositories import ledger, revocations, users
+from messenger.services.billing import LedgerBilling
 
 router = APIRouter(
     prefix="/v1/admin",
@@ -48,3 +50,33 @@ def revoke(admin: Admin, session: DbSession, pending: Outbox, payload: Revocatio
     row = revocations.add(session, revocation, by=admin, reason=payload.reason)
     pending.append(Outbound(CONTROL_TOPIC, revocation.to_control()))
     return RevocationOut.of(row)
+
+
+def _ledger(deps: Deps) -> None:
+    if not isinstance(deps.external.billing, LedgerBilling):
+        raise ApiError(
+            409, "billing_external", "balances are kept by the billing service (MESSENGER_BILLING_URL)"
+        )
+
+
+@router.post("/balances/{user}", response_model=BalancesOut)
+def top_up(
+    _admin: Admin,
+    session: DbSession,
+    deps: Deps,
+    user: Annotated[str, Path(pattern=f"^{USER_ID_PATTERN}$")],
+    payload: TopUpIn,
+) -> BalancesOut:
+    """Add funds to a user's balance in the embedded billing ledger (what tips are charged to)."""
+    _ledger(deps)
+    ledger.top_up(session, user, payload.currency, payload.amount)
+    return BalancesOut(user=user, balances=ledger.balances(session, user))
+
+
+@router.get("/balances/{user}", response_model=BalancesOut)
+def balances(
+    _admin: Admin, session: DbSession, deps: Deps, user: Annotated[str, Path(pattern=f"^{USER_ID_PATTERN}$")]
+) -> BalancesOut:
+    """A user's balances in the embedded billing ledger, per currency, in minor units."""
+    _ledger(deps)
+    return BalancesOut(user=user, balances=ledger.balances(session, user))

@@ -11,13 +11,13 @@ from sqlalchemy.orm import Session
 from acl.principal import Principal
 from api.deps import ApiDeps, CurrentUser, DbSession, Deps, Outbox
 from api.errors import ApiError
-from api.schemas import MessageOut, MessagePage, ReadIn, ReadMark, ReadOut, SendIn, UserId
-from messenger import actions
+from api.schemas import MassMessageOut, MessageOut, MessagePage, ReadIn, ReadMark, ReadOut, SendIn, UserId
+from messenger import actions, fanout
 from messenger.constants import MAX_MESSAGE_ID, MAX_PAYLOAD_BYTES
 from messenger.exceptions import Rejected
-from messenger.models import Message
+from messenger.models import MassMessage, Message
 from messenger.protocol import ClientMsgId
-from messenger.repositories import messages, users
+from messenger.repositories import mass_messages, messages, users
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
@@ -86,15 +86,18 @@ def unread(
 
 @router.post(
     "",
-    response_model=MessageOut,
+    response_model=MessageOut | MassMessageOut,
     status_code=status.HTTP_201_CREATED,
     responses={
         200: {"model": MessageOut, "description": "A repeat of an earlier send: the original message"},
+        202: {"model": MassMessageOut, "description": "A list message, queued for fan-out"},
         400: {"description": "Messaging yourself"},
+        403: {"description": "A list message from a member, or to a list the sender does not own"},
         404: {"description": "No such recipient"},
         409: {"description": "The idempotency key was used for a different message"},
         413: {"description": "The body is over 64 KiB"},
         429: {"description": "Too many messages; see retry_after"},
+        503: {"description": "The list service is unavailable"},
     },
 )
 def send(
@@ -108,14 +111,23 @@ def send(
         ClientMsgId | None,
         Header(description="Makes a retry safe: the same key returns the original message."),
     ] = None,
-) -> MessageOut:
+) -> MessageOut | MassMessageOut:
     """Send a 1:1 message through the same checks and delivery as MQTT.
 
     The recipient gets it on ``users/{uid}/messages`` (or through catch-up when offline), and
     the sender's devices an ``ack`` event. A message to someone who blocked the sender is
     stored and not delivered, and this answer looks the same.
+
+    With ``list`` instead of ``to``, a creator messages one of their lists: the answer is the
+    queued mass message (202; 200 for a repeat), whose progress ``GET /v1/mass-messages/{id}``
+    shows. Every member who has not blocked the sender gets a copy.
     """
     try:
+        if payload.list is not None:
+            mass, created, out = _send_to_list(principal, session, deps, payload, idempotency_key)
+            pending.extend(out)
+            response.status_code = status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK
+            return MassMessageOut.of(mass)
         message, created, out = _send(principal, session, deps, payload, idempotency_key)
     except Rejected as exc:
         deps.metrics.messages_rejected.labels(exc.code, "http").inc()
@@ -127,21 +139,55 @@ def send(
     return MessageOut.of(message)
 
 
+def _checked(principal: Principal, payload: SendIn, idempotency_key: str | None) -> str:
+    """The client id of a send, once the sender and the body size are acceptable."""
+    if principal.is_service:
+        raise Rejected("the service account does not send messages", code="forbidden")
+    check_body(payload.body)
+    return resolve_client_id(payload.client_id, idempotency_key)
+
+
+def check_body(body: str) -> None:
+    size = len(body.encode("utf-8"))
+    if size > MAX_PAYLOAD_BYTES:
+        raise Rejected(f"body is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}", code="payload_too_large")
+
+
+def _send_to_list(
+    principal: Principal, session: Session, deps: ApiDeps, payload: SendIn, idempotency_key: str | None
+) -> tuple[MassMessage, bool, list[actions.Outbound]]:
+    assert payload.list is not None  # noqa: S101 - the caller checked
+    client_id = _checked(principal, payload, idempotency_key)
+    found = mass_messages.by_client_ids(session, [(principal.user_id, client_id)])
+    if not found:  # a retry is answered without asking the list service or the rate limiter again
+        info = fanout.check_list(deps.external.lists, principal.user_id, principal.role.value, payload.list)
+        request = fanout.MassRequest(
+            principal.user_id, client_id, payload.list, payload.body, info.member_count
+        )
+        _, limited = actions.rate_limit(deps.limiter, [request])
+        if limited:
+            raise limited[0][1]
+    else:
+        request = fanout.MassRequest(principal.user_id, client_id, payload.list, payload.body)
+    users.ensure(session, principal.user_id, principal.role.value)
+    (queued,), out = fanout.queue_mass_messages(session, [request])
+    if queued.error is not None:
+        raise queued.error
+    assert queued.mass_message is not None  # noqa: S101 - a result without an error has its row
+    return queued.mass_message, queued.created, out
+
+
 def _send(
     principal: Principal, session: Session, deps: ApiDeps, payload: SendIn, idempotency_key: str | None
 ) -> tuple[Message, bool, list[actions.Outbound]]:
-    if principal.is_service:
-        raise Rejected("the service account does not send messages", code="forbidden")
-    client_id = _client_id(payload.client_id, idempotency_key)
-    size = len(payload.body.encode("utf-8"))
-    if size > MAX_PAYLOAD_BYTES:
-        raise Rejected(f"body is {size} bytes; the limit is {MAX_PAYLOAD_BYTES}", code="payload_too_large")
+    assert payload.to is not None  # noqa: S101 - the caller checked
+    client_id = _checked(principal, payload, idempotency_key)
     request = actions.SendRequest(principal.user_id, client_id, payload.to, payload.body)
     # a retry of a stored message is answered without spending the sender's rate budget
     if not messages.by_keys(session, [(request.sender, client_id, request.to)]):
         _, limited = actions.rate_limit(deps.limiter, [request])
-        if limited and limited[0].error is not None:
-            raise limited[0].error
+        if limited:
+            raise limited[0][1]
     users.ensure(session, principal.user_id, principal.role.value)
     (result,), out = actions.send_messages(session, [request])
     if result.error is not None:
@@ -161,7 +207,7 @@ def mark_read(principal: CurrentUser, session: DbSession, pending: Outbox, paylo
     return ReadOut(read=marks)
 
 
-def _client_id(in_body: str | None, in_header: str | None) -> str:
+def resolve_client_id(in_body: str | None, in_header: str | None) -> str:
     if in_body is not None and in_header is not None and in_body != in_header:
         raise ApiError(422, "invalid_request", "the Idempotency-Key header and client_id differ")
     return in_body or in_header or uuid.uuid4().hex

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from sqlalchemy import Insert, func, select
 from sqlalchemy.dialects import mysql, sqlite
@@ -11,17 +12,22 @@ from sqlalchemy.orm import Session
 from messenger.models import Conversation, Message
 
 
-def touch_many(session: Session, messages: Iterable[Message]) -> None:
+def touch_many(
+    session: Session, messages: Iterable[Message], *, sides: Literal["both", "recipient"] = "both"
+) -> None:
     """Move each conversation of ``messages`` to its newest message, in one upsert.
 
     Both sides of a message move; a blocked message moves only its sender's side, since its
-    recipient never sees it. Rows go in key order, so that two transactions upserting the same
+    recipient never sees it. ``sides="recipient"`` moves only the recipient's (the copies of a
+    mass message). Rows go in key order, so that two transactions upserting the same
     conversations lock them in the same order.
     """
     last: dict[tuple[str, str], int] = {}
     for m in messages:
-        sides = [(m.sender_id, m.recipient_id)] + ([] if m.blocked else [(m.recipient_id, m.sender_id)])
-        for key in sides:
+        keys = [] if m.blocked else [(m.recipient_id, m.sender_id)]
+        if sides == "both":
+            keys.append((m.sender_id, m.recipient_id))
+        for key in keys:
             last[key] = max(last.get(key, 0), m.id)
     if not last:
         return

@@ -22,6 +22,9 @@ class NewMessage:
     body: str
     blocked: bool = False
     list_id: str | None = None
+    tip_amount: int | None = None
+    tip_currency: str | None = None
+    tip_status: str | None = None
 
     @property
     def key(self) -> MessageKey:
@@ -169,3 +172,9 @@ def mark_read(
     if senders:
         session.execute(update(Message).where(*conditions).values(read_at=at or utcnow()))
     return senders
+
+
+def by_ids(session: Session, ids: Sequence[int]) -> dict[int, Message]:
+    if not ids:
+        return {}
+    return {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(list(set(ids)))))}

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Insert, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from messenger.models import User
+from messenger.models import User, utcnow
 
 
 def get(session: Session, user_id: str) -> User | None:
@@ -47,3 +48,28 @@ def upsert(session: Session, user_id: str, role: str, display_name: str | None =
         user.display_name = display_name
     session.flush()
     return user
+
+
+def insert_ignore(session: Session, table: type[Any]) -> Insert:
+    """An INSERT that skips rows whose key already exists (MariaDB ``IGNORE``, SQLite ``OR IGNORE``)."""
+    prefix = "IGNORE" if session.get_bind().dialect.name in ("mysql", "mariadb") else "OR IGNORE"
+    return insert(table).prefix_with(prefix)
+
+
+def ensure_many(session: Session, user_ids: Iterable[str], role: str = "member") -> int:
+    """Create the users among ``user_ids`` that do not exist yet, with ``role``; returns how many."""
+    wanted = set(user_ids)
+    missing = sorted(wanted - existing_ids(session, wanted))
+    if missing:
+        session.execute(
+            insert_ignore(session, User), [{"id": u, "role": role, "created_at": utcnow()} for u in missing]
+        )
+    return len(missing)
+
+
+def roles(session: Session, user_ids: Iterable[str]) -> dict[str, str]:
+    """The role of each of ``user_ids`` that exists."""
+    wanted = set(user_ids)
+    if not wanted:
+        return {}
+    return {uid: role for uid, role in session.execute(select(User.id, User.role).where(User.id.in_(wanted)))}

@@ -242,8 +242,8 @@ def test_bad_commands_get_errors_and_the_rest_of_the_batch_goes_through(
             ("invalid_payload", "extra"),
             ("unknown_type", "rocket"),
             ("invalid_recipient", "self"),
-            ("not_supported", "to-list"),
-            ("not_supported", "tipped"),
+            ("not_a_creator", "to-list"),
+            ("invalid_tip", "tipped"),
         ]
     )
     assert all(e["detail"] for e in alice_events if e["type"] == "error")

@@ -1,0 +1,161 @@
+"""The handler's background work: mass-message fan-out and tip settlement, one thread each.
+
+Neither runs on the thread that consumes commands, so a 100,000-member fan-out or a billing
+service that takes seconds to answer never holds up 1:1 messages. Both find their work in the
+database (queued mass messages, due tips), so any handler process can take over what another
+left: a fan-out resumes from its committed cursor, a tip is charged again with the same
+idempotency key. The command consumer wakes them when it queues something; otherwise they look
+every ``poll_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from messenger import actions, tipping
+from messenger.actions import Outbound
+from messenger.exceptions import ServiceUnavailable, StoreUnavailable
+from messenger.fanout import FanoutRunner
+from messenger.metrics import Metrics
+from messenger.services.billing import Billing
+from messenger.tipping import TipPolicy
+
+logger = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+
+Publish = Callable[[list[Outbound]], bool]
+
+
+class BackgroundWork:
+    """Runs a :class:`FanoutRunner` and the tip settler until :meth:`stop`.
+
+    ``publish`` sends a chunk's messages and returns once the broker has taken them (False if
+    it did not in time: the copies are stored, and recipients get them on their next sync).
+    """
+
+    def __init__(
+        self,
+        runner: FanoutRunner,
+        sessions: sessionmaker[Session],
+        billing: Billing,
+        publish: Publish,
+        *,
+        tip_policy: TipPolicy,
+        poll_s: float = 0.5,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._runner = runner
+        self._sessions = sessions
+        self._billing = billing
+        self._publish = publish
+        self._policy = tip_policy
+        self._poll_s = poll_s
+        self._metrics = metrics
+        self._stopping = threading.Event()
+        self._fanout_wake = threading.Event()
+        self._tips_wake = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._run_fanout, name="fanout", daemon=True),
+            threading.Thread(target=self._run_tips, name="tips", daemon=True),
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def wake(self) -> None:
+        """Something was queued: look now rather than at the next poll."""
+        self._fanout_wake.set()
+        self._tips_wake.set()
+
+    def stop(self, join_timeout: float = 30.0) -> None:
+        """Finish the chunk or charge in hand, hand a fan-out in progress back, and stop."""
+        self._stopping.set()
+        self.wake()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout=join_timeout)
+
+    # fan-out thread
+
+    def _run_fanout(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                mass_message_id = self._runner.claim()
+            except StoreUnavailable as exc:
+                logger.warning("fan-out: database unavailable (%s); retrying in %.1fs", exc, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            except Exception:
+                logger.exception("fan-out: could not look for work")
+                self._stopping.wait(MAX_BACKOFF_S)
+                continue
+            backoff = 0.1
+            if mass_message_id is None:
+                self._fanout_wake.wait(self._poll_s)
+                self._fanout_wake.clear()
+                continue
+            self._fan_out(mass_message_id)
+
+    def _fan_out(self, mass_message_id: int) -> None:
+        logger.info("fan-out of mass message %d: started by %s", mass_message_id, self._runner.owner)
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                chunk = self._runner.step(mass_message_id)
+            except (StoreUnavailable, ServiceUnavailable) as exc:
+                # nothing moved; if this outlasts the lease another worker may take over, and
+                # the next step here then sees it is no longer ours
+                logger.warning("fan-out %d paused (%s); retrying in %.1fs", mass_message_id, exc, backoff)
+                self._stopping.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            except Exception:
+                logger.exception("fan-out %d failed on a chunk; handing it back", mass_message_id)
+                break
+            backoff = 0.1
+            if chunk.out:
+                self._send(chunk.out)
+            if chunk.done:
+                return
+        try:
+            self._runner.release(mass_message_id)  # another handler resumes it at once
+        except Exception:
+            logger.warning("fan-out %d: could not release its lease; it expires by itself", mass_message_id)
+
+    # tips thread
+
+    def _run_tips(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                due = tipping.due_tips(self._sessions, self._runner.owner)
+            except Exception:
+                logger.warning("tips: could not look for due tips", exc_info=True)
+                due = []
+                self._stopping.wait(MAX_BACKOFF_S)
+            for tip_id in due:
+                try:
+                    _, out = tipping.settle(self._sessions, self._billing, tip_id, self._policy)
+                except Exception:
+                    # still pending: tried again, same key, once its lease has run out
+                    logger.warning("tips: settling tip %d failed; it will be retried", tip_id, exc_info=True)
+                    continue
+                if out:
+                    self._send(out)
+            if not due:
+                self._tips_wake.wait(self._poll_s)
+                self._tips_wake.clear()
+
+    def _send(self, out: list[Outbound]) -> None:
+        actions.count(self._metrics, out, via="mqtt")
+        if not self._publish(out):
+            logger.warning(
+                "the broker did not take %d publishes in time; stored, delivered on sync", len(out)
+            )
