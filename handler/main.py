@@ -60,7 +60,13 @@ def run(settings: HandlerSettings) -> int:
         service_client(user=settings.service_user, token=token, name=f"{name}-background")
     )
     background = BackgroundWork(
-        FanoutRunner(sessions, services.lists, owner=name, page_size=settings.fanout_page_size),
+        FanoutRunner(
+            sessions,
+            services.lists,
+            owner=name,
+            page_size=settings.fanout_page_size,
+            lease_s=settings.fanout_lease_s,
+        ),
         sessions,
         services.billing,
         publisher.publish_confirmed,

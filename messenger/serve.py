@@ -140,7 +140,13 @@ class Messenger:
         )
         await asyncio.to_thread(self._background_publisher.start, host, port)
         self.background = BackgroundWork(
-            FanoutRunner(self.sessions, self.services.lists, owner=name, page_size=s.fanout_page_size),
+            FanoutRunner(
+                self.sessions,
+                self.services.lists,
+                owner=name,
+                page_size=s.fanout_page_size,
+                lease_s=s.fanout_lease_s,
+            ),
             self.sessions,
             self.services.billing,
             self._background_publisher.publish_confirmed,

@@ -142,6 +142,12 @@ class ProductSettings(CommonSettings):
     fanout_page_size: int = Field(
         default=1000, ge=1, le=10_000, description="List members stored per fan-out transaction."
     )
+    fanout_lease_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a fan-out stays with a handler that stopped renewing it (died) "
+        "before another handler resumes it; a restarted handler of the same name resumes at once.",
+    )
 
     @model_validator(mode="after")
     def _tip_bounds(self) -> Self:
