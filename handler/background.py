@@ -117,8 +117,14 @@ class BackgroundWork:
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
-            except Exception:
-                logger.exception("fan-out %d failed on a chunk; handing it back", mass_message_id)
+            except Exception as exc:
+                # not an outage: retrying would fail the same way, so it ends here, as failed
+                logger.exception("fan-out %d failed on a chunk; marking it failed", mass_message_id)
+                try:
+                    self._send(self._runner.fail(mass_message_id, f"{type(exc).__name__}: {exc}"))
+                    return
+                except Exception:
+                    logger.warning("fan-out %d: could not mark it failed", mass_message_id, exc_info=True)
                 break
             backoff = 0.1
             if chunk.out:
@@ -154,6 +160,8 @@ class BackgroundWork:
                 self._tips_wake.clear()
 
     def _send(self, out: list[Outbound]) -> None:
+        if not out:
+            return
         actions.count(self._metrics, out, via="mqtt")
         if not self._publish(out):
             logger.warning(

@@ -18,7 +18,7 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from messenger import protocol
+from messenger import actions, protocol
 from messenger.actions import Outbound, delivery, event
 from messenger.db import unit_of_work
 from messenger.exceptions import Rejected, ServiceUnavailable
@@ -151,6 +151,18 @@ class FanoutRunner:
                 if mass_messages.claim(session, candidate, self.owner, now, self._lease_s):
                     return candidate
         return None
+
+    def fail(self, mass_message_id: int, error: str) -> list[Outbound]:
+        """End a fan-out that cannot go on (a failure that retrying will not fix): ``failed``,
+        with the copies stored so far kept. Returns the sender's notice."""
+        with unit_of_work(self._sessions) as session:
+            mm = mass_messages.get(session, mass_message_id, for_update=True)
+            if mm is None or mm.status not in mass_messages.ACTIVE:
+                return []
+            mm.status, mm.error, mm.finished_at = "failed", error[:256], utcnow()
+            mm.lease_owner = mm.lease_until = None
+            detail = f"the mass message failed after {mm.stored} copies: {mm.error}"
+            return [actions.error(mm.sender_id, "mass_message_failed", detail, mm.client_msg_id)]
 
     def release(self, mass_message_id: int) -> None:
         with unit_of_work(self._sessions) as session:

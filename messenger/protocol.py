@@ -35,6 +35,7 @@ ERROR_CODES: Final = frozenset(
         "invalid_tip",
         "tip_refused",
         "service_unavailable",
+        "mass_message_failed",
         "internal_error",
     }
 )

@@ -195,7 +195,7 @@ def charge_of(tip: Tip) -> Charge:
     )
 
 
-def due_tips(sessions: sessionmaker[Session], owner: str, limit: int = 50) -> list[int]:
+def due_tips(sessions: sessionmaker[Session], owner: str, limit: int = 10) -> list[int]:
     """Claim up to ``limit`` pending tips whose next attempt is due; returns their ids."""
     now = utcnow()
     with unit_of_work(sessions) as session:
