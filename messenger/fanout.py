@@ -224,8 +224,8 @@ class FanoutRunner:
         # members the product has not seen yet (lists come from another service) get a user row,
         # so that their copy waits for them like any message to an offline user
         users.ensure_many(session, recipients, "member")
-        refused = blocks.blocked_pairs(session, [(m, mm.sender_id) for m in recipients])
-        wanted = [m for m in recipients if (m, mm.sender_id) not in refused]
+        refused = blocks.blockers_among(session, mm.sender_id, recipients)
+        wanted = [m for m in recipients if m not in refused]
         new = [NewMessage(mm.sender_id, m, mm.client_msg_id, mm.body, list_id=mm.list_id) for m in wanted]
         stored = messages.store_many(session, new)
         created = [message for message, is_new in stored if is_new]

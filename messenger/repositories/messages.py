@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, insert, select, tuple_, update
+from sqlalchemy import and_, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from messenger.models import Message, utcnow
@@ -35,11 +35,22 @@ def by_keys(session: Session, keys: Sequence[MessageKey]) -> dict[MessageKey, Me
     """Stored messages for the given idempotency keys, in one query."""
     if not keys:
         return {}
-    rows = session.scalars(
-        select(Message).where(
-            tuple_(Message.sender_id, Message.client_msg_id, Message.recipient_id).in_(list(set(keys)))
+    senders = {(sender, client) for sender, client, _ in keys}
+    if len(senders) == 1:
+        # the copies of one mass message: MariaDB turns a long row-constructor IN whose rows share
+        # their leading columns into a full index scan, but reads `a = ? AND b = ? AND c IN (...)`
+        # as one range of the unique key
+        ((sender, client),) = senders
+        condition = and_(
+            Message.sender_id == sender,
+            Message.client_msg_id == client,
+            Message.recipient_id.in_(sorted({recipient for _, _, recipient in keys})),
         )
-    )
+    else:
+        condition = tuple_(Message.sender_id, Message.client_msg_id, Message.recipient_id).in_(
+            list(set(keys))
+        )
+    rows = session.scalars(select(Message).where(condition))
     return {(m.sender_id, m.client_msg_id, m.recipient_id): m for m in rows}
 
 
@@ -72,7 +83,8 @@ def store_many(
     created: set[MessageKey] = set()
     if pending:
         now = utcnow()
-        values = [asdict(item) | {"sent_at": now} for item in pending.values()]
+        # dataclasses.asdict deep-copies every field: a fan-out page spent a tenth of its time there
+        values = [_row(item, now) for item in pending.values()]
         rows = session.scalars(insert(Message).returning(Message, sort_by_parameter_order=True), values).all()
         for row in rows:
             key = (row.sender_id, row.client_msg_id, row.recipient_id)
@@ -84,6 +96,21 @@ def store_many(
         created.discard(item.key)  # a key repeated inside the batch is "created" only once
         result.append((found[item.key], first_time))
     return result
+
+
+def _row(item: NewMessage, now: datetime) -> dict[str, object]:
+    return {
+        "sender_id": item.sender_id,
+        "recipient_id": item.recipient_id,
+        "client_msg_id": item.client_msg_id,
+        "body": item.body,
+        "blocked": item.blocked,
+        "list_id": item.list_id,
+        "tip_amount": item.tip_amount,
+        "tip_currency": item.tip_currency,
+        "tip_status": item.tip_status,
+        "sent_at": now,
+    }
 
 
 def conversation(
