@@ -21,6 +21,7 @@ from messenger.actions import Outbound
 from messenger.exceptions import ServiceUnavailable, StoreUnavailable
 from messenger.fanout import FanoutRunner
 from messenger.metrics import Metrics
+from messenger.mqtt import Confirmation
 from messenger.services.billing import Billing
 from messenger.tipping import TipPolicy
 
@@ -28,14 +29,20 @@ logger = logging.getLogger(__name__)
 
 MAX_BACKOFF_S = 5.0
 
-Publish = Callable[[list[Outbound]], bool]
+#: Hands messages to the broker; the confirmation waits until the broker has taken them.
+Publish = Callable[[list[Outbound]], Confirmation]
+
+#: How long a page's publishes may take to be acknowledged by the broker.
+PUBLISH_TIMEOUT_S = 30.0
 
 
 class BackgroundWork:
     """Runs a :class:`FanoutRunner` and the tip settler until :meth:`stop`.
 
-    ``publish`` sends a chunk's messages and returns once the broker has taken them (False if
-    it did not in time: the copies are stored, and recipients get them on their next sync).
+    ``publish`` hands a chunk's messages to the broker. A fan-out prepares its next page while
+    the broker takes the previous one, and publishes it only once the broker has acknowledged
+    that one: at most one page is in flight ahead of 1:1 traffic. Messages the broker did not
+    take in time are stored anyway, and recipients get them on their next sync.
     """
 
     def __init__(
@@ -56,6 +63,7 @@ class BackgroundWork:
         self._policy = tip_policy
         self._poll_s = poll_s
         self._metrics = metrics
+        self._in_flight: Confirmation | None = None  # the fan-out page the broker is taking
         self._stopping = threading.Event()
         self._fanout_wake = threading.Event()
         self._tips_wake = threading.Event()
@@ -106,6 +114,12 @@ class BackgroundWork:
 
     def _fan_out(self, mass_message_id: int) -> None:
         logger.info("fan-out of mass message %d: started by %s", mass_message_id, self._runner.owner)
+        try:
+            self._fan_out_pages(mass_message_id)
+        finally:
+            self._confirm()
+
+    def _fan_out_pages(self, mass_message_id: int) -> None:
         backoff = 0.1
         while not self._stopping.is_set():
             try:
@@ -127,8 +141,8 @@ class BackgroundWork:
                     logger.warning("fan-out %d: could not mark it failed", mass_message_id, exc_info=True)
                 break
             backoff = 0.1
-            if chunk.out:
-                self._send(chunk.out)
+            self._confirm()  # the previous page, published while this one was prepared
+            self._in_flight = self._send_tracked(chunk.out)
             if chunk.done:
                 return
         try:
@@ -160,10 +174,22 @@ class BackgroundWork:
                 self._tips_wake.clear()
 
     def _send(self, out: list[Outbound]) -> None:
+        if out:
+            self._in_flight_wait(self._send_tracked(out))
+
+    def _send_tracked(self, out: list[Outbound]) -> Confirmation | None:
         if not out:
-            return
+            return None
         actions.count(self._metrics, out, via="mqtt")
-        if not self._publish(out):
+        return self._publish(out)
+
+    def _confirm(self) -> None:
+        confirmation, self._in_flight = self._in_flight, None
+        self._in_flight_wait(confirmation)
+
+    @staticmethod
+    def _in_flight_wait(confirmation: Confirmation | None) -> None:
+        if confirmation is not None and not confirmation.wait(PUBLISH_TIMEOUT_S):
             logger.warning(
-                "the broker did not take %d publishes in time; stored, delivered on sync", len(out)
+                "the broker did not take %d publishes in time; stored, delivered on sync", len(confirmation)
             )

@@ -69,7 +69,7 @@ def run(settings: HandlerSettings) -> int:
         ),
         sessions,
         services.billing,
-        publisher.publish_confirmed,
+        publisher.publish_tracked,
         tip_policy=tip_policy,
         metrics=metrics,
     )

@@ -190,6 +190,30 @@ class ServiceSubscriber:
         raise NotImplementedError
 
 
+class Confirmation:
+    """QoS 1 publishes handed to paho; :meth:`wait` says whether the broker took them all."""
+
+    def __init__(self, infos: list[mqtt.MQTTMessageInfo]) -> None:
+        self._infos = infos
+
+    def __len__(self) -> int:
+        return len(self._infos)
+
+    def wait(self, timeout_s: float = 30.0) -> bool:
+        """True once the broker acknowledged every publish; False after ``timeout_s``, or when
+        paho refused one (queue full) or is not connected."""
+        deadline = time.monotonic() + timeout_s
+        for info in self._infos:
+            remaining = deadline - time.monotonic()
+            try:
+                info.wait_for_publish(timeout=max(remaining, 0.001))
+            except (RuntimeError, ValueError):
+                return False
+            if not info.is_published():
+                return False
+        return True
+
+
 class Publisher(Protocol):
     """Where the API sends what a committed request produced (messages, events, control)."""
 
@@ -229,23 +253,18 @@ class MqttPublisher(ServiceSubscriber):
                 "dropped %d of %d publishes: the broker is away and the queue is full", dropped, len(out)
             )
 
-    def publish_confirmed(self, out: Sequence[Outbound], timeout_s: float = 30.0) -> bool:
-        """Publish and wait until the broker has taken every message (PUBACK); False on timeout.
+    def publish_tracked(self, out: Sequence[Outbound]) -> Confirmation:
+        """Publish without waiting; the returned :class:`Confirmation` waits for the broker.
 
-        Callers that publish a lot (a fan-out) go one batch at a time this way, so that what
-        others publish meanwhile never queues behind more than one batch.
+        A caller that publishes a lot (a fan-out) waits for one batch before handing over the
+        next, so that what others publish meanwhile never queues behind more than one batch,
+        and prepares the next batch while the broker takes this one.
         """
-        infos = [self._client.publish(o.topic, o.payload, qos=1) for o in out]
-        deadline = time.monotonic() + timeout_s
-        for info in infos:
-            remaining = deadline - time.monotonic()
-            try:
-                info.wait_for_publish(timeout=max(remaining, 0.001))
-            except (RuntimeError, ValueError):  # paho refused it (queue full) or is not connected
-                return False
-            if not info.is_published():
-                return False
-        return True
+        return Confirmation([self._client.publish(o.topic, o.payload, qos=1) for o in out])
+
+    def publish_confirmed(self, out: Sequence[Outbound], timeout_s: float = 30.0) -> bool:
+        """Publish and wait until the broker has taken every message (PUBACK); False on timeout."""
+        return self.publish_tracked(out).wait(timeout_s)
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, _msg: mqtt.MQTTMessage) -> None:
         pass  # subscribes to nothing

@@ -149,7 +149,7 @@ class Messenger:
             ),
             self.sessions,
             self.services.billing,
-            self._background_publisher.publish_confirmed,
+            self._background_publisher.publish_tracked,
             tip_policy=self.tip_policy,
             metrics=self.metrics,
         )
