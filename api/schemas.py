@@ -5,16 +5,31 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
-from acl.principal import USER_ID_PATTERN
+from acl.principal import USER_ID_PATTERN, is_valid_user_id
 from acl.revocation import MAX_JTI_LENGTH
 from messenger.constants import MAX_MESSAGE_ID, MAX_PAYLOAD_BYTES
 from messenger.models import BlockedUser, MassMessage, MemberList, Message, Tip, TokenRevocation, User
 from messenger.presence import PresenceInfo
 from messenger.protocol import ClientMsgId
 
-UserId = Annotated[str, StringConstraints(pattern=f"^{USER_ID_PATTERN}$")]
+
+def _user_id(value: str) -> str:
+    if not is_valid_user_id(value):
+        raise ValueError("'.' and '..' are not user ids")
+    return value
+
+
+UserId = Annotated[str, StringConstraints(pattern=f"^{USER_ID_PATTERN}$"), AfterValidator(_user_id)]
 MessageId = Annotated[int, Field(ge=1, le=MAX_MESSAGE_ID)]
 
 

@@ -20,7 +20,7 @@ from messenger.exceptions import Rejected
 from messenger.metrics import Metrics
 from messenger.models import BlockedUser, Message
 from messenger.ratelimit import RateLimiter
-from messenger.repositories import blocks, conversations, messages, users
+from messenger.repositories import blocks, client_ids, conversations, messages, users
 from messenger.repositories.messages import NewMessage
 
 
@@ -142,14 +142,15 @@ def send_messages(
     results: list[SendResult | None] = [None] * len(requests)
     known = users.existing_ids(session, {r.to for r in requests} | {r.sender for r in requests})
     refused = blocks.blocked_pairs(session, [(r.to, r.sender) for r in requests if r.to in known])
-    existing = messages.by_client_ids(session, [(r.sender, r.client_id) for r in requests])
+    pairs = [(r.sender, r.client_id) for r in requests]
+    existing = messages.by_client_ids(session, pairs)
+    taken = client_ids.used_elsewhere(session, pairs, kind="message")
     earlier: dict[tuple[str, str], list[Message]] = {}
     for m in existing.values():
-        if m.list_id is None:  # a 1:1 message; copies of a list message share their client id
-            earlier.setdefault((m.sender_id, m.client_msg_id), []).append(m)
+        earlier.setdefault((m.sender_id, m.client_msg_id), []).append(m)
     accepted: list[tuple[int, NewMessage]] = []
     for i, r in enumerate(requests):
-        if any(
+        if (r.sender, r.client_id) in taken or any(
             m.recipient_id != r.to or m.body != r.body or m.tip_amount is not None
             for m in earlier.get((r.sender, r.client_id), ())
         ):

@@ -23,7 +23,7 @@ from messenger.actions import Outbound, delivery, event
 from messenger.db import unit_of_work
 from messenger.exceptions import Rejected, ServiceUnavailable
 from messenger.models import MassMessage, utcnow
-from messenger.repositories import blocks, conversations, mass_messages, messages, users
+from messenger.repositories import blocks, client_ids, conversations, mass_messages, messages, users
 from messenger.repositories.messages import NewMessage
 from messenger.services.lists import ListInfo, ListService
 
@@ -73,12 +73,16 @@ def queue_mass_messages(
 
     Each sender gets an ``ack`` carrying the mass message id and status.
     """
-    found = mass_messages.by_client_ids(session, [(r.sender, r.client_id) for r in requests])
+    pairs = [(r.sender, r.client_id) for r in requests]
+    found = mass_messages.by_client_ids(session, pairs)
+    taken = client_ids.used_elsewhere(session, pairs, kind="mass")
     results: list[Queued] = []
     out: list[Outbound] = []
     for r in requests:
         earlier = found.get((r.sender, r.client_id))
-        if earlier is not None and (earlier.list_id, earlier.body) != (r.list_id, r.body):
+        if (r.sender, r.client_id) in taken or (
+            earlier is not None and (earlier.list_id, earlier.body) != (r.list_id, r.body)
+        ):
             detail = f"client id {r.client_id!r} was already used for another message"
             results.append(Queued(r, error=Rejected(detail, code="idempotency_conflict")))
             continue

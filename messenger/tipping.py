@@ -26,7 +26,7 @@ from messenger.actions import Kind, Outbound, delivery, event
 from messenger.db import unit_of_work
 from messenger.exceptions import Rejected
 from messenger.models import Message, Tip, utcnow
-from messenger.repositories import blocks, conversations, messages, tips, users
+from messenger.repositories import blocks, client_ids, conversations, messages, tips, users
 from messenger.repositories.messages import NewMessage
 from messenger.services.billing import Billing, Charge, ChargeStatus
 from messenger.settings import ProductSettings
@@ -96,13 +96,19 @@ def record_tips(
     ids = {r.payer for r in requests} | {r.payee for r in requests}
     roles = users.roles(session, ids)
     refused = blocks.blocked_pairs(session, [(r.payee, r.payer) for r in requests])
-    found = tips.by_client_ids(session, [(r.payer, r.client_id) for r in requests])
+    pairs = [(r.payer, r.client_id) for r in requests]
+    found = tips.by_client_ids(session, pairs)
+    taken = client_ids.used_elsewhere(session, pairs, kind="tip")
     shown = messages.by_ids(session, [t.message_id for t in found.values() if t.message_id is not None])
     results: list[Recorded] = []
     out: list[Outbound] = []
     now = utcnow()
     for r in requests:
         earlier = found.get((r.payer, r.client_id))
+        if (r.payer, r.client_id) in taken:
+            detail = f"client id {r.client_id!r} was already used for another message"
+            results.append(Recorded(r, error=Rejected(detail, code="idempotency_conflict")))
+            continue
         if earlier is not None:
             if (earlier.payee_id, earlier.amount, earlier.currency, earlier.body) != (
                 r.payee,

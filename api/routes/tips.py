@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response, status
 
-from api.deps import CurrentUser, DbSession, Deps, Outbox
+from api.deps import CurrentUser, DbSession, Deps
 from api.errors import ApiError
 from api.routes.messages import check_body, resolve_client_id
 from api.schemas import TipIn, TipOut, TipPage
-from messenger import tipping
+from messenger import actions, tipping
 from messenger.constants import MAX_MESSAGE_ID
 from messenger.db import unit_of_work
 from messenger.exceptions import Rejected
@@ -42,7 +42,6 @@ def send_tip(
     principal: CurrentUser,
     _session: DbSession,
     deps: Deps,
-    pending: Outbox,
     payload: TipIn,
     response: Response,
     idempotency_key: Annotated[
@@ -77,7 +76,10 @@ def send_tip(
     if recorded.created:
         settled, out = tipping.settle(deps.sessions, deps.external.billing, tip.id, deps.tip_policy)
         tip = settled or tip
-        pending.extend(out)
+        # settle committed what it returns: publish now, also when the answer below is a 402
+        # (an error answer skips the request's outbox)
+        deps.publisher.publish(out)
+        actions.count(deps.metrics, out, via="http")
     answer = TipOut.of(tip, deps.tip_policy.billing_url)
     if tip.status == "failed":
         raise ApiError(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from messenger.models import LedgerBalance, LedgerCharge
+from messenger.repositories.users import insert_ignore
 
 
 def balances(session: Session, user_id: str) -> dict[str, int]:
@@ -17,13 +18,15 @@ def balances(session: Session, user_id: str) -> dict[str, int]:
 
 def top_up(session: Session, user_id: str, currency: str, amount: int) -> int:
     """Add ``amount`` minor units to the user's balance; returns the new balance."""
-    row = _locked(session, user_id, currency)
-    if row is None:
-        row = LedgerBalance(user_id=user_id, currency=currency, amount=0)
-        session.add(row)  # two first top-ups at once: one fails on the key and is retried
-    row.amount += amount
-    session.flush()
-    return row.amount
+    _credit(session, user_id, currency, amount)
+    return int(
+        session.scalar(
+            select(LedgerBalance.amount).where(
+                LedgerBalance.user_id == user_id, LedgerBalance.currency == currency
+            )
+        )
+        or 0
+    )
 
 
 def charge(
@@ -39,23 +42,30 @@ def charge(
     """Charge once per idempotency key: move the amount from payer to payee (``succeeded``), or
     record a failure (``failed``, ``insufficient_funds``). A repeated key returns what the first
     charge did; a repeated key with another payer, payee, amount or currency fails
-    (``idempotency_conflict``). Returns (status, reason, charge id)."""
+    (``idempotency_conflict``). Returns (status, reason, charge id).
+
+    The balance is checked and debited by one conditional UPDATE, not read then written: SQLite
+    ignores ``FOR UPDATE``, and two charges reading the same balance would both spend it.
+    """
     done = session.get(LedgerCharge, idempotency_key)
     if done is not None:
         if (done.payer_id, done.payee_id, done.amount, done.currency) != (payer, payee, amount, currency):
             return "failed", "idempotency_conflict", None
         return done.status, done.reason, done.id
-    balance = _locked(session, payer, currency)
+    debited = session.execute(
+        update(LedgerBalance)
+        .where(
+            LedgerBalance.user_id == payer,
+            LedgerBalance.currency == currency,
+            LedgerBalance.amount >= amount,
+        )
+        .values(amount=LedgerBalance.amount - amount)
+    )
     status, reason = "succeeded", None
-    if balance is None or balance.amount < amount:
-        status, reason = "failed", "insufficient_funds"
+    if debited.rowcount:  # type: ignore[attr-defined]
+        _credit(session, payee, currency, amount)
     else:
-        balance.amount -= amount
-        earned = _locked(session, payee, currency)
-        if earned is None:
-            session.add(LedgerBalance(user_id=payee, currency=currency, amount=amount))
-        else:
-            earned.amount += amount
+        status, reason = "failed", "insufficient_funds"
     row = LedgerCharge(
         idempotency_key=idempotency_key,
         id=f"ch_{uuid.uuid4().hex}",
@@ -68,14 +78,17 @@ def charge(
         reason=reason,
     )
     session.add(row)
-    session.flush()  # a concurrent charge with the same key fails here, before the commit
+    # a concurrent charge with the same key fails here, and its debit is rolled back with it
+    session.flush()
     return status, reason, row.id
 
 
-def _locked(session: Session, user_id: str, currency: str) -> LedgerBalance | None:
-    # FOR UPDATE on MariaDB: two charges of one payer never both spend the same balance
-    return session.scalars(
-        select(LedgerBalance)
+def _credit(session: Session, user_id: str, currency: str, amount: int) -> None:
+    session.execute(
+        insert_ignore(session, LedgerBalance), [{"user_id": user_id, "currency": currency, "amount": 0}]
+    )
+    session.execute(
+        update(LedgerBalance)
         .where(LedgerBalance.user_id == user_id, LedgerBalance.currency == currency)
-        .with_for_update()
-    ).one_or_none()
+        .values(amount=LedgerBalance.amount + amount)
+    )

@@ -55,11 +55,14 @@ def by_keys(session: Session, keys: Sequence[MessageKey]) -> dict[MessageKey, Me
 
 
 def by_client_ids(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[MessageKey, Message]:
-    """Stored messages by (sender, client id), whatever their recipient, in one query."""
+    """Stored messages by (sender, client id), whatever their recipient, in one query; not the
+    copies of a mass message (there may be a hundred thousand of them)."""
     if not pairs:
         return {}
     rows = session.scalars(
-        select(Message).where(tuple_(Message.sender_id, Message.client_msg_id).in_(list(set(pairs))))
+        select(Message).where(
+            tuple_(Message.sender_id, Message.client_msg_id).in_(list(set(pairs))), Message.list_id.is_(None)
+        )
     )
     return {(m.sender_id, m.client_msg_id, m.recipient_id): m for m in rows}
 

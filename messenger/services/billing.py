@@ -60,6 +60,7 @@ class LedgerBilling:
         self._sessions = sessions
 
     def charge(self, charge: Charge) -> ChargeResult:
+        last = "concurrent charges with the same key"
         for _ in range(3):
             try:
                 with unit_of_work(self._sessions) as session:
@@ -74,11 +75,13 @@ class LedgerBilling:
                     )
                 return ChargeResult(ChargeStatus(status), reason, charge_id)
             except IntegrityError:
-                continue  # a concurrent charge with the same key (or a first balance row) won; look again
+                continue  # a concurrent charge with the same key won; look again
             except StoreUnavailable as exc:
+                # a deadlock between two charges (MariaDB) is one too: the next try goes through
                 logger.warning("ledger unavailable for charge %s: %s", charge.idempotency_key, exc)
-                return ChargeResult(ChargeStatus.UNKNOWN, "ledger unavailable")
-        return ChargeResult(ChargeStatus.UNKNOWN, "concurrent charges with the same key")
+                last = "ledger unavailable"
+                continue
+        return ChargeResult(ChargeStatus.UNKNOWN, last)
 
 
 class HttpBilling:

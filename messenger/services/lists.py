@@ -60,7 +60,8 @@ class EmbeddedLists:
     def members(self, list_id: str, *, after: str | None, limit: int) -> MemberPage:
         with unit_of_work(self._sessions) as session:
             ids = lists.member_ids(session, list_id, after=after, limit=limit)
-        return MemberPage(ids, ids[-1] if len(ids) == limit else None)
+        cursor = ids[-1] if len(ids) == limit else None
+        return MemberPage([m for m in ids if is_valid_user_id(m)], cursor)
 
 
 class HttpLists:
@@ -98,8 +99,9 @@ class HttpLists:
 
 
 def _segment(list_id: str) -> str:
-    # list ids are checked by the protocol; quote anyway so that no id can change the path
-    return quote(list_id, safe="")
+    # quote so that no id can change the path; "." and ".." would still read as path steps
+    segment = quote(list_id, safe="")
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
 
 
 def _json(response: httpx.Response, service: str) -> dict[str, Any]:
