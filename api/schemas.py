@@ -179,7 +179,7 @@ class MassMessageOut(BaseModel):
     recipients: int | None = Field(description="Members in the list (known once counted or done).")
     processed: int = Field(description="Members gone through so far.")
     stored: int = Field(description="Copies stored (and delivered to those online).")
-    skipped: int = Field(description="Members skipped: they blocked the sender.")
+    skipped: int = Field(description="Members given no copy: they blocked the sender (or are the sender).")
     progress: float | None = Field(description="processed / recipients, when the size is known.")
     created_at: datetime
     started_at: datetime | None
