@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -54,12 +54,15 @@ def blocked_pairs(session: Session, pairs: Iterable[tuple[str, str]]) -> set[tup
     wanted = set(pairs)
     if not wanted:
         return set()
+    # two single-column INs, exact pairs picked here: MariaDB plans a 500-row row-constructor IN
+    # in about 100 ms (a third of a handler batch), these in 3 ms (a range on the blocker)
     rows = session.execute(
         select(BlockedUser.blocker_id, BlockedUser.blocked_id).where(
-            tuple_(BlockedUser.blocker_id, BlockedUser.blocked_id).in_(list(wanted))
+            BlockedUser.blocker_id.in_(sorted({blocker for blocker, _ in wanted})),
+            BlockedUser.blocked_id.in_(sorted({blocked for _, blocked in wanted})),
         )
     )
-    return {(blocker, blocked) for blocker, blocked in rows}
+    return {(blocker, blocked) for blocker, blocked in rows if (blocker, blocked) in wanted}
 
 
 def blockers_among(session: Session, blocked_id: str, candidates: Iterable[str]) -> set[str]:
