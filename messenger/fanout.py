@@ -18,13 +18,13 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from acl.topics import messages_topic
 from messenger import actions, protocol
-from messenger.actions import Outbound, delivery, event
+from messenger.actions import Kind, Outbound, event
 from messenger.db import unit_of_work
 from messenger.exceptions import Rejected, ServiceUnavailable
 from messenger.models import MassMessage, utcnow
 from messenger.repositories import blocks, client_ids, conversations, mass_messages, messages, users
-from messenger.repositories.messages import NewMessage
 from messenger.services.lists import ListInfo, ListService
 
 logger = logging.getLogger(__name__)
@@ -230,11 +230,14 @@ class FanoutRunner:
         users.ensure_many(session, recipients, "member")
         refused = blocks.blockers_among(session, mm.sender_id, recipients)
         wanted = [m for m in recipients if m not in refused]
-        new = [NewMessage(mm.sender_id, m, mm.client_msg_id, mm.body, list_id=mm.list_id) for m in wanted]
-        stored = messages.store_many(session, new)
-        created = [message for message, is_new in stored if is_new]
+        copies, sent_at = messages.store_copies(
+            session, mm.sender_id, mm.client_msg_id, mm.body, mm.list_id, wanted
+        )
         # only the recipients' side: a creator's inbox is not flooded with one conversation per member
-        conversations.touch_many(session, created, sides="recipient")
-        mm.stored += len(created)
+        conversations.touch(session, [(to, mm.sender_id, message_id) for message_id, to in copies])
+        mm.stored += len(copies)
         mm.skipped += len(members) - len(wanted)
-        return [delivery(message) for message in created]
+        payloads = protocol.copy_payloads(
+            mm.sender_id, mm.client_msg_id, mm.body, sent_at, mm.list_id, copies
+        )
+        return [Outbound(messages_topic(to), payload, Kind.MESSAGE) for to, payload in payloads]

@@ -161,6 +161,26 @@ def message_payload(message: Message) -> dict[str, Any]:
     }
 
 
+def copy_payloads(
+    sender: str, client_id: str, body: str, sent_at: datetime, list_id: str, copies: list[tuple[int, str]]
+) -> list[tuple[str, bytes]]:
+    """(recipient, payload) of each copy (server id, recipient) of a mass message: the same
+    payload as :func:`message_payload` gives, built without loading the stored rows."""
+    common: dict[str, Any] = {
+        "type": "message",
+        "id": None,
+        "client_id": client_id,
+        "from": sender,
+        "to": None,
+        "body": body,
+        "sent_at": format_time(sent_at),
+        "read_at": None,
+        "tip": None,
+        "list": list_id,
+    }
+    return [(to, encode(common | {"id": message_id, "to": to})) for message_id, to in copies]
+
+
 def ack_event(message: Message, *, duplicate: bool) -> dict[str, Any]:
     return {
         "type": "ack",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Literal
 
 from sqlalchemy import Insert, func, select
 from sqlalchemy.dialects import mysql, sqlite
@@ -12,23 +11,27 @@ from sqlalchemy.orm import Session
 from messenger.models import Conversation, Message
 
 
-def touch_many(
-    session: Session, messages: Iterable[Message], *, sides: Literal["both", "recipient"] = "both"
-) -> None:
+def touch_many(session: Session, messages: Iterable[Message]) -> None:
     """Move each conversation of ``messages`` to its newest message, in one upsert.
 
     Both sides of a message move; a blocked message moves only its sender's side, since its
-    recipient never sees it. ``sides="recipient"`` moves only the recipient's (the copies of a
-    mass message). Rows go in key order, so that two transactions upserting the same
-    conversations lock them in the same order.
+    recipient never sees it.
     """
-    last: dict[tuple[str, str], int] = {}
+    sides: list[tuple[str, str, int]] = []
     for m in messages:
-        keys = [] if m.blocked else [(m.recipient_id, m.sender_id)]
-        if sides == "both":
-            keys.append((m.sender_id, m.recipient_id))
-        for key in keys:
-            last[key] = max(last.get(key, 0), m.id)
+        sides.append((m.sender_id, m.recipient_id, m.id))
+        if not m.blocked:
+            sides.append((m.recipient_id, m.sender_id, m.id))
+    touch(session, sides)
+
+
+def touch(session: Session, sides: Iterable[tuple[str, str, int]]) -> None:
+    """Move conversations given as (owner, peer, message id) to their newest message, in one
+    upsert. Rows go in key order, so that two transactions upserting the same conversations
+    lock them in the same order."""
+    last: dict[tuple[str, str], int] = {}
+    for owner, peer, message_id in sides:
+        last[(owner, peer)] = max(last.get((owner, peer), 0), message_id)
     if not last:
         return
     rows = [
