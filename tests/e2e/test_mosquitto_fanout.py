@@ -1,0 +1,336 @@
+"""Mass messages and tips on the production path: Mosquitto with the project's plugin,
+``messenger api``, two ``messenger handler`` processes and ``messenger bridge``, against
+MariaDB and Redis (``scripts/topology.py``), with the embedded list service and ledger.
+
+Covers a list message (live, catch-up, blocks, the creator's acks), the refusals, tips
+(succeeded, declined for funds, redelivered and charged once), and a 20,000-member fan-out
+whose handler is killed with SIGKILL in the middle: the other handler resumes it from its
+cursor once the lease runs out, and every member ends up with exactly one copy.
+
+The handlers' fan-out and tip workers take any free mass message or due tip in the database:
+another topology or stack running on the same MariaDB at the same time (a benchmark, say) can
+take this module's work, and then its clients wait in vain.
+"""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from acl.principal import Role
+from messenger.db import create_db_engine, session_factory, unit_of_work
+from messenger.models import MassMessage, Message
+from scripts.topology import Topology
+from tests.conftest import MARIADB_URL, REDIS_URL, token
+from tests.e2e.helpers import (
+    QUIET,
+    TIMEOUT,
+    ChatClient,
+    Clients,
+    any_message,
+    event,
+    message,
+    stored_messages,
+    wait_until,
+)
+
+ADMIN_KEY = "fanout-e2e-admin-" + uuid.uuid4().hex
+#: Members per fan-out transaction, and how long a dead handler's fan-out waits for another.
+PAGE_SIZE = 100
+LEASE_S = 2.0
+BIG = 20_000
+#: Bound on waiting for the big fan-out (not a measurement).
+FANOUT_TIMEOUT = 90.0
+
+
+@dataclass
+class Deployed:
+    """The running topology, shaped like the ``stack`` the e2e helpers connect to."""
+
+    topology: Topology
+    sessions: sessionmaker[Session]
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.topology.mqtt_port
+
+    @property
+    def ws_port(self) -> int:
+        return self.topology.ws_port
+
+    @property
+    def api_url(self) -> str:
+        return self.topology.api_url
+
+
+@pytest.fixture(scope="module")
+def deployed(request: pytest.FixtureRequest) -> Iterator[Deployed]:
+    topology = Topology(
+        database_url=MARIADB_URL,
+        redis_url=REDIS_URL,
+        handlers=2,
+        send_rate_per_s=0,
+        extra_env={
+            "MESSENGER_ADMIN_KEY": ADMIN_KEY,
+            "MESSENGER_FANOUT_PAGE_SIZE": str(PAGE_SIZE),
+            "MESSENGER_FANOUT_LEASE_S": str(LEASE_S),
+        },
+    )
+    engine = create_db_engine(MARIADB_URL)
+    failed_before = request.session.testsfailed
+    try:
+        with topology.running():
+            yield Deployed(topology, session_factory(engine))
+    finally:
+        engine.dispose()
+        if request.session.testsfailed > failed_before and topology.workdir is not None:
+            for log in sorted((topology.workdir / "logs").glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-40:]
+                print(f"\n--- {log.name} (last lines) ---\n" + "\n".join(tail))
+        topology.cleanup()
+
+
+@pytest.fixture(scope="module")
+def stack(deployed: Deployed) -> Deployed:
+    """The e2e ``clients`` fixture connects to ``stack``: here, the Mosquitto topology."""
+    return deployed
+
+
+def uid(name: str) -> str:
+    return f"{name}-{uuid.uuid4().hex[:10]}"
+
+
+def rest(deployed: Deployed, user: str, role: Role = Role.MEMBER) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token(user, role)}"}
+    return httpx.Client(base_url=deployed.api_url, headers=headers, timeout=TIMEOUT)
+
+
+def connect_creator(clients: Clients, user: str, device: str = "t") -> ChatClient:
+    return clients.connect(user, device, password=token(user, Role.CREATOR))
+
+
+def make_list(deployed: Deployed, creator: str, members: list[str]) -> str:
+    with rest(deployed, creator, Role.CREATOR) as api:
+        created = api.post("/v1/lists", json={"name": "fans"})
+        assert created.status_code == 201, created.text
+        list_id: str = created.json()["id"]
+        for start in range(0, len(members), 1000):
+            added = api.post(f"/v1/lists/{list_id}/members", json={"members": members[start : start + 1000]})
+            assert added.status_code == 200, added.text
+    return list_id
+
+
+def block(deployed: Deployed, blocker: str, blocked: str) -> None:
+    with rest(deployed, blocker) as api:
+        response = api.put(f"/v1/blocks/{blocked}")
+        assert response.status_code in (200, 201), response.text
+
+
+def list_message(sender: ChatClient, list_id: str, body: str = "new post") -> str:
+    cid = uuid.uuid4().hex
+    sender.command({"type": "message", "id": cid, "list": list_id, "body": body})
+    return cid
+
+
+def copies(deployed: Deployed, sender: str, cid: str) -> dict[str, int]:
+    with unit_of_work(deployed.sessions) as session:
+        rows = session.execute(
+            select(Message.recipient_id, func.count())
+            .where(Message.sender_id == sender, Message.client_msg_id == cid)
+            .group_by(Message.recipient_id)
+        )
+        return {recipient: int(n) for recipient, n in rows}
+
+
+def mass_row(deployed: Deployed, mass_id: int) -> MassMessage:
+    with unit_of_work(deployed.sessions) as session:
+        row = session.get(MassMessage, mass_id)
+        assert row is not None
+        session.expunge(row)
+        return row
+
+
+def deliveries(client: ChatClient, cid: str) -> list[dict[str, Any]]:
+    return [r.data for r in client.inbox.matching(message(client_id=cid))]
+
+
+# --- list messages ---
+
+
+def test_a_list_message_through_mosquitto(deployed: Deployed, clients: Clients) -> None:
+    creator, prefix = uid("creator"), uid("fan")
+    members = [f"{prefix}-{n:03d}" for n in range(500)]
+    online = [members[n] for n in range(0, 500, 50)]
+    blocked = [members[n] for n in (25, 125, 375, 499)]
+    away = [members[n] for n in (7, 250, 498)]
+    devices = [connect_creator(clients, creator, d) for d in ("phone", "laptop")]
+    list_id = make_list(deployed, creator, members)
+    for member in blocked:
+        block(deployed, member, creator)
+    live = {m: clients.connect(m, online=True) for m in online + blocked[:2]}
+    for client in live.values():
+        client.inbox.expect(event("synced"), what="the empty catch-up")
+
+    cid = list_message(devices[0], list_id)
+
+    for device in devices:
+        queued = device.inbox.expect(event("ack", client_id=cid, status="queued"), what="queued").data
+        sent = device.inbox.expect(event("ack", client_id=cid, status="sent"), what="sent").data
+        assert queued["mass_message"] == sent["mass_message"]
+    for member in online:
+        got = live[member].inbox.expect(message(client_id=cid), what=f"the copy of {member}").data
+        assert (got["from"], got["to"], got["list"]) == (creator, member, list_id)
+    live[online[0]].inbox.assert_nothing(message(client_id=cid), what="a second copy")
+    assert all(len(deliveries(live[m], cid)) == 1 for m in online)
+    assert all(deliveries(live[m], cid) == [] for m in blocked[:2])
+    devices[0].inbox.assert_nothing(any_message(), wait=0, what="a copy to the creator")
+
+    stored = copies(deployed, creator, cid)
+    assert set(stored) == set(members) - set(blocked) and set(stored.values()) == {1}
+    row = mass_row(deployed, sent["mass_message"])
+    assert (row.status, row.processed, row.stored, row.skipped) == ("sent", 500, 496, 4)
+
+    # back online: the copy once, in the catch-up; nothing for those who blocked the creator
+    for member in away + blocked[2:]:
+        client = clients.connect(member, "phone", online=True)
+        if member in away:
+            client.inbox.expect(message(client_id=cid), what=f"the catch-up of {member}")
+        client.inbox.expect(event("synced"), what=f"the end of {member}'s catch-up")
+        assert len(deliveries(client, cid)) == (1 if member in away else 0), member
+
+
+def test_list_messages_are_refused_to_members_and_to_other_creators(
+    deployed: Deployed, clients: Clients
+) -> None:
+    owner, fan = uid("creator"), uid("fan")
+    list_id = make_list(deployed, owner, [fan])
+    fan_client = clients.connect(fan)
+    member, other = clients.connect(uid("member")), connect_creator(clients, uid("creator"))
+
+    by_member = list_message(member, list_id)
+    assert member.inbox.expect(event("error", client_id=by_member)).data["code"] == "not_a_creator"
+    by_other = list_message(other, list_id)
+    assert other.inbox.expect(event("error", client_id=by_other)).data["code"] == "list_not_owned"
+    fan_client.inbox.assert_nothing(any_message(), what="a refused list message")
+    with unit_of_work(deployed.sessions) as session:
+        queued = session.scalar(
+            select(func.count()).where(MassMessage.sender_id.in_([member.user, other.user]))
+        )
+    assert queued == 0
+
+
+# --- tips on the embedded ledger ---
+
+
+def balance(deployed: Deployed, user: str) -> int:
+    response = httpx.get(
+        f"{deployed.api_url}/v1/admin/balances/{user}", headers={"X-Admin-Key": ADMIN_KEY}, timeout=TIMEOUT
+    )
+    assert response.status_code == 200, response.text
+    return int(response.json()["balances"].get("USD", 0))
+
+
+def tip_command(to: str, amount: int, body: str = "thanks!") -> dict[str, Any]:
+    tip = {"amount": amount, "currency": "USD"}
+    return {"type": "message", "id": uuid.uuid4().hex, "to": to, "body": body, "tip": tip}
+
+
+def test_tips_through_mosquitto(deployed: Deployed, clients: Clients) -> None:
+    member, creator = clients.connect(uid("member")), connect_creator(clients, uid("creator"))
+    topped = httpx.post(
+        f"{deployed.api_url}/v1/admin/balances/{member.user}",
+        json={"amount": 600, "currency": "USD"},
+        headers={"X-Admin-Key": ADMIN_KEY},
+        timeout=TIMEOUT,
+    )
+    assert topped.status_code == 200, topped.text
+
+    ok = tip_command(creator.user, 400)
+    member.command(ok)
+    ack = member.expect_ack(ok["id"])
+    assert ack["tip"] == {"amount": 400, "currency": "USD", "status": "succeeded"}
+    got = creator.inbox.expect(message(client_id=ok["id"]), what="the tipped message").data
+    assert got["id"] == ack["id"] and got["tip"]["status"] == "succeeded"
+
+    poor = tip_command(creator.user, 1000)
+    member.command(poor)
+    failed = member.inbox.expect(event("tip_failed", client_id=poor["id"]), what="tip_failed").data
+    assert failed["reason"] == "insufficient_funds" and failed["billing_url"]
+    creator.inbox.assert_nothing(message(client_id=poor["id"]), what="the message of a failed tip")
+    assert stored_messages(deployed, member.user, poor["id"]) == []
+
+    # the same command twice: the two handlers may each get one; charged once all the same
+    twice = tip_command(creator.user, 200)
+    member.command(twice)
+    member.command(twice)
+    first = member.expect_ack(twice["id"])
+    creator.inbox.expect(message(client_id=twice["id"]), what="the redelivered tip's message")
+    creator.inbox.assert_nothing(message(client_id=twice["id"]), what="a second copy")
+    assert [r.id for r in stored_messages(deployed, member.user, twice["id"])] == [first["id"]]
+    assert (balance(deployed, member.user), balance(deployed, creator.user)) == (0, 600)
+
+
+# --- a handler killed in the middle of a fan-out ---
+
+
+def test_a_fan_out_resumes_on_the_other_handler_when_its_handler_is_killed(
+    deployed: Deployed, clients: Clients
+) -> None:
+    topology = deployed.topology
+    creator, prefix = uid("creator"), uid("fan")
+    members = [f"{prefix}-{n:05d}" for n in range(BIG)]  # listed (by id) in this order
+    blocked = members[123::2000]
+    list_id = make_list(deployed, creator, members)
+    for member in blocked:
+        block(deployed, member, creator)
+    early = clients.connect(members[3])  # in the first page: sent before the kill
+    late = [clients.connect(m) for m in (members[-1000], members[-2])]  # sent after the resume
+    device = connect_creator(clients, creator)
+
+    cid = list_message(device, list_id, "to twenty thousand")
+    mass_id = device.inbox.expect(event("ack", client_id=cid, status="queued")).data["mass_message"]
+
+    row = wait_until(
+        lambda: (r := mass_row(deployed, mass_id)).processed >= 10 * PAGE_SIZE and r,
+        FANOUT_TIMEOUT,
+        "ten pages expanded",
+    )
+    names = {f"{topology.node_id}-handler-{n}": n for n in range(1, topology.handlers + 1)}
+    assert row.lease_owner in names, row.lease_owner
+    victim = names[row.lease_owner]
+    survivor = next(n for n in names.values() if n != victim)
+    topology.kill(f"handler-{victim}", signal.SIGKILL)
+    try:
+        at_kill = mass_row(deployed, mass_id)
+        assert at_kill.status == "sending" and at_kill.processed < BIG, "over before the kill: grow BIG"
+        done = wait_until(
+            lambda: (r := mass_row(deployed, mass_id)).status == "sent" and r,
+            FANOUT_TIMEOUT,
+            "the fan-out resumed and finished",
+        )
+    finally:
+        topology.start_handler(victim)
+
+    survivor_log = topology.log(f"handler-{survivor}").read_text(errors="replace")
+    assert f"fan-out of mass message {mass_id}: started by" in survivor_log
+    assert f"mass message {mass_id} to list {list_id} sent" in survivor_log
+    device.inbox.expect(event("ack", client_id=cid, status="sent"), what="the sent ack")
+
+    wanted = set(members) - set(blocked)
+    stored = copies(deployed, creator, cid)
+    assert len(stored) == len(wanted) and set(stored) == wanted
+    assert set(stored.values()) == {1}  # nobody twice, however the kill fell
+    assert (done.processed, done.stored, done.skipped) == (BIG, len(wanted), len(blocked))
+    for client in (early, *late):
+        got = client.inbox.expect(message(client_id=cid), what=f"the copy of {client.user}").data
+        assert got["to"] == client.user
+    early.inbox.assert_nothing(message(client_id=cid), wait=QUIET, what="a second copy")
+    assert all(len(deliveries(c, cid)) == 1 for c in (early, *late))
