@@ -10,7 +10,11 @@ Backends come from the environment, with localhost defaults:
   Mosquitto) that the API tests publish to and watch, instead of a whole stack.
 
 A requested backend that does not answer fails the run: CI must exercise the real services.
-Tests isolate themselves with unique user ids, never by wiping shared tables.
+Tests isolate themselves with unique user ids, never by wiping shared tables. One thing ids do
+not isolate: the background workers of a running stack (fan-out, tip settlement) take any queued
+mass message or due tip in their database, as production handlers sharing a database must. Tests
+that queue such work and drive it by hand claim it by id, and leave nothing queued or due behind
+them; a benchmark run at the same time against the same database can still take it.
 """
 
 from __future__ import annotations
