@@ -24,8 +24,10 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -175,10 +177,17 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     """The whole product on ephemeral loopback ports, against each database and presence store."""
     backend, presence = request.param
     database_url = _database_url(backend, tmp_path_factory)
-    settings = ServeSettings(
+    with running_stack(stack_settings(database_url, REDIS_URL if presence == "redis" else None)) as stack:
+        yield stack
+
+
+def stack_settings(database_url: str, redis_url: str | None, **overrides: Any) -> ServeSettings:
+    """``messenger serve`` settings for a test: ephemeral loopback ports, its own node and
+    service user, quiet logs; ``overrides`` set anything else."""
+    return ServeSettings(
         environment="development",
         database_url=database_url,
-        redis_url=REDIS_URL if presence == "redis" else None,
+        redis_url=redis_url,
         bind_host="127.0.0.1",
         mqtt_port=0,
         ws_port=0,
@@ -186,15 +195,23 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         node_id=f"test-{uuid.uuid4().hex[:6]}",
         service_user=f"svc-{uuid.uuid4().hex[:6]}",
         log_level="WARNING",
+        **overrides,
     )
+
+
+@contextmanager
+def running_stack(settings: ServeSettings) -> Iterator[Stack]:
+    """The whole product started in a thread's event loop, stopped on exit."""
     loop = _LoopThread()
-    app = Messenger(settings)
-    endpoints = loop.run(app.start())
-    assert isinstance(endpoints, Endpoints)
     try:
-        yield Stack(app, endpoints)
+        app = Messenger(settings)
+        endpoints = loop.run(app.start())
+        assert isinstance(endpoints, Endpoints)
+        try:
+            yield Stack(app, endpoints)
+        finally:
+            loop.run(app.stop())
     finally:
-        loop.run(app.stop())
         loop.close()
 
 

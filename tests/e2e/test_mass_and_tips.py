@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from acl.principal import Role
@@ -35,11 +35,18 @@ from messenger.db import unit_of_work
 from messenger.fanout import FanoutRunner, MassRequest
 from messenger.models import MassMessage, Message, Tip, utcnow
 from messenger.repositories import blocks, lists, mass_messages, users
-from messenger.serve import Endpoints, Messenger
 from messenger.services.http import HttpService
 from messenger.services.lists import EmbeddedLists, HttpLists
-from messenger.settings import ServeSettings
-from tests.conftest import BACKENDS, PRESENCE, REDIS_URL, Stack, _database_url, _LoopThread, token
+from tests.conftest import (
+    BACKENDS,
+    PRESENCE,
+    REDIS_URL,
+    Stack,
+    _database_url,
+    running_stack,
+    stack_settings,
+    token,
+)
 from tests.e2e.helpers import (
     QUIET,
     TIMEOUT,
@@ -49,6 +56,7 @@ from tests.e2e.helpers import (
     event,
     message,
 )
+from tests.e2e.lists import block, connect_creator, copies, deliveries, list_message, make_list, rest
 from tests.fakes import CHARGES, LIST, MEMBERS, FakeServices, Recorded
 
 Launch = Callable[..., tuple[Stack, Clients]]
@@ -61,26 +69,9 @@ def launch(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     with ExitStack() as cleanup:
 
         def start(**overrides: Any) -> tuple[Stack, Clients]:
-            settings = ServeSettings(
-                environment="development",
-                database_url=_database_url(backend, tmp_path_factory),
-                redis_url=REDIS_URL if "redis" in PRESENCE else None,
-                bind_host="127.0.0.1",
-                mqtt_port=0,
-                ws_port=0,
-                api_port=0,
-                node_id=f"test-{uuid.uuid4().hex[:6]}",
-                service_user=f"svc-{uuid.uuid4().hex[:6]}",
-                log_level="WARNING",
-                **overrides,
-            )
-            loop = _LoopThread()
-            cleanup.callback(loop.close)
-            app = Messenger(settings)
-            endpoints = loop.run(app.start())
-            assert isinstance(endpoints, Endpoints)
-            cleanup.callback(loop.run, app.stop())
-            stack = Stack(app, endpoints)
+            redis_url = REDIS_URL if "redis" in PRESENCE else None
+            settings = stack_settings(_database_url(backend, tmp_path_factory), redis_url, **overrides)
+            stack = cleanup.enter_context(running_stack(settings))
             pool = Clients(stack)
             cleanup.callback(pool.close_all)
             return stack, pool
@@ -98,61 +89,12 @@ def uid(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:10]}"
 
 
-def rest(stack: Stack, user: str, role: Role = Role.MEMBER) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token(user, role)}"}
-    return httpx.Client(base_url=stack.api_url, headers=headers, timeout=TIMEOUT)
-
-
-def connect_creator(clients: Clients, user: str, device: str = "t") -> ChatClient:
-    return clients.connect(user, device, password=token(user, Role.CREATOR))
-
-
-def make_list(stack: Stack, creator: str, members: list[str]) -> str:
-    """A list of the creator's through the REST API, members added in pages of 1,000."""
-    with rest(stack, creator, Role.CREATOR) as api:
-        created = api.post("/v1/lists", json={"name": "fans"})
-        assert created.status_code == 201, created.text
-        list_id: str = created.json()["id"]
-        for start in range(0, len(members), 1000):
-            added = api.post(f"/v1/lists/{list_id}/members", json={"members": members[start : start + 1000]})
-            assert added.status_code == 200, added.text
-        assert api.get(f"/v1/lists/{list_id}").json()["members"] == len(members)
-    return list_id
-
-
-def block(stack: Stack, blocker: str, blocked: str, role: Role = Role.MEMBER) -> None:
-    with rest(stack, blocker, role) as api:
-        response = api.put(f"/v1/blocks/{blocked}")
-        assert response.status_code in (200, 201), response.text
-
-
-def list_message(sender: ChatClient, list_id: str, body: str = "new post") -> str:
-    cid = uuid.uuid4().hex
-    sender.command({"type": "message", "id": cid, "list": list_id, "body": body})
-    return cid
-
-
-def copies(sessions: sessionmaker[Session], sender: str, cid: str) -> dict[str, int]:
-    """How many rows each recipient has of one client message id of ``sender``."""
-    with unit_of_work(sessions) as session:
-        rows = session.execute(
-            select(Message.recipient_id, func.count())
-            .where(Message.sender_id == sender, Message.client_msg_id == cid)
-            .group_by(Message.recipient_id)
-        )
-        return {recipient: int(n) for recipient, n in rows}
-
-
 def mass_message(stack: Stack, creator: str, mass_id: int) -> dict[str, Any]:
     with rest(stack, creator, Role.CREATOR) as api:
         response = api.get(f"/v1/mass-messages/{mass_id}")
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def deliveries(client: ChatClient, cid: str) -> list[dict[str, Any]]:
-    return [r.data for r in client.inbox.matching(message(client_id=cid))]
 
 
 # --- mass messages ---

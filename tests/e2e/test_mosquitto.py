@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +24,12 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
 
 from acl.principal import Role
-from messenger.db import create_db_engine, session_factory, unit_of_work
+from messenger.db import unit_of_work
 from messenger.models import Message
-from scripts.topology import Topology
-from tests.conftest import MARIADB_URL, REDIS_URL, token
+from tests.conftest import token
+from tests.e2e.deployed import Deployed, deploy
 from tests.e2e.helpers import (
     HOST,
     TIMEOUT,
@@ -53,47 +51,9 @@ LOAD = 5_000
 LOAD_TIMEOUT = 180.0
 
 
-@dataclass
-class Deployed:
-    """The running topology, shaped like the ``stack`` the other e2e tests use."""
-
-    topology: Topology
-    sessions: sessionmaker[Session]
-
-    @property
-    def mqtt_port(self) -> int:
-        return self.topology.mqtt_port
-
-    @property
-    def ws_port(self) -> int:
-        return self.topology.ws_port
-
-    @property
-    def api_url(self) -> str:
-        return self.topology.api_url
-
-
 @pytest.fixture(scope="module")
 def deployed(request: pytest.FixtureRequest) -> Iterator[Deployed]:
-    topology = Topology(
-        database_url=MARIADB_URL,
-        redis_url=REDIS_URL,
-        handlers=2,
-        send_rate_per_s=0,  # the load tests send 5,000 messages from one user
-        extra_env={"MESSENGER_ADMIN_KEY": ADMIN_KEY},
-    )
-    engine = create_db_engine(MARIADB_URL)
-    failed_before = request.session.testsfailed
-    try:
-        with topology.running():
-            yield Deployed(topology, session_factory(engine))
-    finally:
-        engine.dispose()
-        if request.session.testsfailed > failed_before and topology.workdir is not None:
-            for log in sorted((topology.workdir / "logs").glob("*.log")):
-                tail = log.read_text(errors="replace").splitlines()[-40:]
-                print(f"\n--- {log.name} (last lines) ---\n" + "\n".join(tail))
-        topology.cleanup()
+    yield from deploy(request, {"MESSENGER_ADMIN_KEY": ADMIN_KEY})
 
 
 @pytest.fixture(scope="module")

@@ -17,23 +17,18 @@ from __future__ import annotations
 import signal
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
 
-from acl.principal import Role
-from messenger.db import create_db_engine, session_factory, unit_of_work
-from messenger.models import MassMessage, Message
-from scripts.topology import Topology
-from tests.conftest import MARIADB_URL, REDIS_URL, token
+from messenger.db import unit_of_work
+from messenger.models import MassMessage
+from tests.e2e.deployed import Deployed, deploy
 from tests.e2e.helpers import (
     QUIET,
     TIMEOUT,
-    ChatClient,
     Clients,
     any_message,
     event,
@@ -41,6 +36,7 @@ from tests.e2e.helpers import (
     stored_messages,
     wait_until,
 )
+from tests.e2e.lists import block, connect_creator, copies, deliveries, list_message, make_list
 
 ADMIN_KEY = "fanout-e2e-admin-" + uuid.uuid4().hex
 #: Members per fan-out transaction, and how long a dead handler's fan-out waits for another.
@@ -51,51 +47,16 @@ BIG = 20_000
 FANOUT_TIMEOUT = 90.0
 
 
-@dataclass
-class Deployed:
-    """The running topology, shaped like the ``stack`` the e2e helpers connect to."""
-
-    topology: Topology
-    sessions: sessionmaker[Session]
-
-    @property
-    def mqtt_port(self) -> int:
-        return self.topology.mqtt_port
-
-    @property
-    def ws_port(self) -> int:
-        return self.topology.ws_port
-
-    @property
-    def api_url(self) -> str:
-        return self.topology.api_url
-
-
 @pytest.fixture(scope="module")
 def deployed(request: pytest.FixtureRequest) -> Iterator[Deployed]:
-    topology = Topology(
-        database_url=MARIADB_URL,
-        redis_url=REDIS_URL,
-        handlers=2,
-        send_rate_per_s=0,
-        extra_env={
+    yield from deploy(
+        request,
+        {
             "MESSENGER_ADMIN_KEY": ADMIN_KEY,
             "MESSENGER_FANOUT_PAGE_SIZE": str(PAGE_SIZE),
             "MESSENGER_FANOUT_LEASE_S": str(LEASE_S),
         },
     )
-    engine = create_db_engine(MARIADB_URL)
-    failed_before = request.session.testsfailed
-    try:
-        with topology.running():
-            yield Deployed(topology, session_factory(engine))
-    finally:
-        engine.dispose()
-        if request.session.testsfailed > failed_before and topology.workdir is not None:
-            for log in sorted((topology.workdir / "logs").glob("*.log")):
-                tail = log.read_text(errors="replace").splitlines()[-40:]
-                print(f"\n--- {log.name} (last lines) ---\n" + "\n".join(tail))
-        topology.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -108,58 +69,12 @@ def uid(name: str) -> str:
     return f"{name}-{uuid.uuid4().hex[:10]}"
 
 
-def rest(deployed: Deployed, user: str, role: Role = Role.MEMBER) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token(user, role)}"}
-    return httpx.Client(base_url=deployed.api_url, headers=headers, timeout=TIMEOUT)
-
-
-def connect_creator(clients: Clients, user: str, device: str = "t") -> ChatClient:
-    return clients.connect(user, device, password=token(user, Role.CREATOR))
-
-
-def make_list(deployed: Deployed, creator: str, members: list[str]) -> str:
-    with rest(deployed, creator, Role.CREATOR) as api:
-        created = api.post("/v1/lists", json={"name": "fans"})
-        assert created.status_code == 201, created.text
-        list_id: str = created.json()["id"]
-        for start in range(0, len(members), 1000):
-            added = api.post(f"/v1/lists/{list_id}/members", json={"members": members[start : start + 1000]})
-            assert added.status_code == 200, added.text
-    return list_id
-
-
-def block(deployed: Deployed, blocker: str, blocked: str) -> None:
-    with rest(deployed, blocker) as api:
-        response = api.put(f"/v1/blocks/{blocked}")
-        assert response.status_code in (200, 201), response.text
-
-
-def list_message(sender: ChatClient, list_id: str, body: str = "new post") -> str:
-    cid = uuid.uuid4().hex
-    sender.command({"type": "message", "id": cid, "list": list_id, "body": body})
-    return cid
-
-
-def copies(deployed: Deployed, sender: str, cid: str) -> dict[str, int]:
-    with unit_of_work(deployed.sessions) as session:
-        rows = session.execute(
-            select(Message.recipient_id, func.count())
-            .where(Message.sender_id == sender, Message.client_msg_id == cid)
-            .group_by(Message.recipient_id)
-        )
-        return {recipient: int(n) for recipient, n in rows}
-
-
 def mass_row(deployed: Deployed, mass_id: int) -> MassMessage:
     with unit_of_work(deployed.sessions) as session:
         row = session.get(MassMessage, mass_id)
         assert row is not None
         session.expunge(row)
         return row
-
-
-def deliveries(client: ChatClient, cid: str) -> list[dict[str, Any]]:
-    return [r.data for r in client.inbox.matching(message(client_id=cid))]
 
 
 # --- list messages ---
@@ -193,7 +108,7 @@ def test_a_list_message_through_mosquitto(deployed: Deployed, clients: Clients) 
     assert all(deliveries(live[m], cid) == [] for m in blocked[:2])
     devices[0].inbox.assert_nothing(any_message(), wait=0, what="a copy to the creator")
 
-    stored = copies(deployed, creator, cid)
+    stored = copies(deployed.sessions, creator, cid)
     assert set(stored) == set(members) - set(blocked) and set(stored.values()) == {1}
     row = mass_row(deployed, sent["mass_message"])
     assert (row.status, row.processed, row.stored, row.skipped) == ("sent", 500, 496, 4)
@@ -325,7 +240,7 @@ def test_a_fan_out_resumes_on_the_other_handler_when_its_handler_is_killed(
     device.inbox.expect(event("ack", client_id=cid, status="sent"), what="the sent ack")
 
     wanted = set(members) - set(blocked)
-    stored = copies(deployed, creator, cid)
+    stored = copies(deployed.sessions, creator, cid)
     assert len(stored) == len(wanted) and set(stored) == wanted
     assert set(stored.values()) == {1}  # nobody twice, however the kill fell
     assert (done.processed, done.stored, done.skipped) == (BIG, len(wanted), len(blocked))
