@@ -49,12 +49,11 @@ import re
 import selectors
 import shlex
 import signal
-import socket
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing.connection import Connection
@@ -71,7 +70,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from acl.principal import Role
 from acl.tokens import issue_token
 from bench.procstat import CLK_TCK, database_pid, machine_busy, process_cpu
-from bench.topology import percentiles, report_logs
+from bench.topology import BenchError, no_delay, open_client, percentiles, report_logs
 from messenger.constants import DEV_SECRET
 from messenger.db import create_db_engine
 from messenger.models import BlockedUser, Conversation, ListMember, MassMessage, MemberList, Message, User
@@ -91,10 +90,6 @@ PROGRESS_S = 10.0
 _FANOUT_STARTED = re.compile(r"fan-out of mass message (\d+): started by")
 #: Tokens outlive the longest run.
 TOKEN_TTL = timedelta(hours=3)
-
-
-class BenchError(Exception):
-    """Setting up a run failed (a refused client, a mass message that was not queued)."""
 
 
 # --- the run's users --------------------------------------------------------------------------
@@ -166,17 +161,6 @@ def seed(engine: Engine, plan: Plan) -> float:
         with engine.begin() as conn:
             conn.execute(insert(BlockedUser), rows)
     return time.perf_counter() - start
-
-
-def no_delay(client: mqtt.Client) -> None:
-    """TCP_NODELAY on the client's socket. paho leaves Nagle on: a client that sends a PUBLISH
-    right after a PUBACK then waits for the broker's delayed ACK (40 ms on Linux), which the
-    probe would count as the product's latency."""
-
-    def on_socket_open(_c: object, _u: object, sock: Any) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    client.on_socket_open = on_socket_open
 
 
 # --- online members: child processes, one epoll loop each ---------------------------------------
@@ -386,49 +370,6 @@ class MemberPool:
 # --- the creator and the 1:1 probe (threaded paho clients in this process) ---------------------
 
 
-def open_client(
-    port: int, user: str, token: str, topic: str, on_message: Callable[..., None], timeout: float
-) -> mqtt.Client:
-    """A connected paho client (own network thread) subscribed to ``topic`` at QoS 1."""
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"{user}/bench", protocol=mqtt.MQTTv311, clean_session=True
-    )
-    client.username_pw_set(user, token)
-    client.max_inflight_messages_set(1000)
-    no_delay(client)
-    changed = threading.Condition()
-    connacks: list[ReasonCode] = []
-    subacks: list[list[ReasonCode]] = []
-
-    def on_connect(_c: object, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
-        with changed:
-            connacks.append(reason)
-            changed.notify_all()
-
-    def on_subscribe(_c: object, _u: object, _mid: int, reasons: list[ReasonCode], _p: object) -> None:
-        with changed:
-            subacks.append(reasons)
-            changed.notify_all()
-
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
-    client.on_message = on_message
-    client.connect(HOST, port)
-    client.loop_start()
-    try:
-        with changed:
-            if not changed.wait_for(lambda: connacks, timeout) or connacks[0].is_failure:
-                raise BenchError(f"{user}: CONNECT {connacks[0] if connacks else 'got no CONNACK'}")
-        client.subscribe(topic, qos=1)
-        with changed:
-            if not changed.wait_for(lambda: subacks, timeout) or subacks[0][0].is_failure:
-                raise BenchError(f"{user}: SUBSCRIBE {topic} {subacks[0] if subacks else 'got no SUBACK'}")
-    except BaseException:
-        close_client(client)
-        raise
-    return client
-
-
 def close_client(client: mqtt.Client) -> None:
     client.disconnect()
     client.loop_stop()
@@ -449,7 +390,14 @@ class Probe:
         for user in pair:
             token = issue_token(DEV_SECRET, user, ttl=TOKEN_TTL)
             self.clients[user] = open_client(
-                port, user, token, f"users/{user}/messages", self._on_message, timeout
+                port,
+                user,
+                "bench",
+                self._on_message,
+                f"users/{user}/messages",
+                timeout,
+                token=token,
+                nodelay=True,
             )
         self._thread = threading.Thread(target=self._run, name="probe", daemon=True)
 
@@ -923,10 +871,12 @@ def run(args: argparse.Namespace) -> bool:
             creator_client = open_client(
                 port,
                 plan.creator,
-                issue_token(DEV_SECRET, plan.creator, role=Role.CREATOR, ttl=TOKEN_TTL),
-                f"users/{plan.creator}/events",
+                "bench",
                 creator.on_event,
+                f"users/{plan.creator}/events",
                 args.connect_timeout,
+                token=issue_token(DEV_SECRET, plan.creator, role=Role.CREATOR, ttl=TOKEN_TTL),
+                nodelay=True,
             )
             probe = Probe(port, plan.probe, args.probe_rate, plan.tag, args.connect_timeout)
             pids = {name: proc.pid for name, proc in topology.procs.items()}

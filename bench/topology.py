@@ -34,6 +34,7 @@ import os
 import select
 import shlex
 import signal
+import socket
 import statistics
 import sys
 import threading
@@ -294,16 +295,38 @@ def run_auth(args: argparse.Namespace, cache_ttl_s: int, users: list[tuple[str, 
 # --- part 2: messages through the handlers --------------------------------------------------------
 
 
+def no_delay(client: mqtt.Client) -> None:
+    """TCP_NODELAY on the client's socket. paho leaves Nagle on: a client that sends a PUBLISH
+    right after a PUBACK then waits for the broker's delayed ACK (40 ms on Linux), which a
+    latency probe would count as the product's latency."""
+
+    def on_socket_open(_c: object, _u: object, sock: Any) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    client.on_socket_open = on_socket_open
+
+
 def open_client(
-    port: int, user: str, suffix: str, on_message: Callable[..., None], topic: str, timeout: float
+    port: int,
+    user: str,
+    suffix: str,
+    on_message: Callable[..., None],
+    topic: str,
+    timeout: float,
+    *,
+    token: str | None = None,
+    nodelay: bool = False,
 ) -> mqtt.Client:
-    """A connected paho client (own network thread) subscribed to ``topic`` at QoS 1."""
+    """A connected paho client (own network thread) subscribed to ``topic`` at QoS 1; its token
+    is ``token``, or a member's signed with the development secret."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"{user}/{suffix}", protocol=mqtt.MQTTv311, clean_session=True
     )
-    client.username_pw_set(user, issue_token(DEV_SECRET, user))
+    client.username_pw_set(user, token or issue_token(DEV_SECRET, user))
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
+    if nodelay:
+        no_delay(client)
     connacks: list[ReasonCode] = []
     subacks: list[list[ReasonCode]] = []
     changed = threading.Condition()
