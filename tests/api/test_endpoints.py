@@ -16,7 +16,6 @@ import json
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -31,26 +30,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from acl.principal import Role
 from acl.tokens import TokenConfig, TokenVerifier
 from acl.topics import CONTROL_TOPIC
-from api.app import create_app
-from api.deps import ApiDeps
 from messenger.actions import Outbound
 from messenger.constants import DEV_SECRET, MAX_PAYLOAD_BYTES
-from messenger.metrics import Metrics
 from messenger.models import Message
 from messenger.mqtt import MqttPublisher, service_client
-from messenger.presence import MemoryPresenceStore, PresenceStore
+from messenger.presence import PresenceStore
 from messenger.ratelimit import Limit, MemoryRateLimiter
+from tests.api.app import ADMIN_KEY, LOGIN_URL, MakeClient, client_maker
 from tests.api.testclient import TestClient
 from tests.conftest import MQTT_HOST, MQTT_PORT, token
 
 MakeUser = Callable[..., str]
 MakeUid = Callable[[str], str]
 Sessions = sessionmaker[Session]
-MakeClient = Callable[..., TestClient]
 
-LOGIN_URL = "http://login.example/login?app=messenger"
-ADMIN_KEY = "test-admin-key-" + uuid.uuid4().hex
-VERIFIER = TokenVerifier(TokenConfig(hs256_secret=DEV_SECRET))
 #: How long to wait for something on the broker (a bound, never a measurement).
 WAIT_S = 10.0
 
@@ -61,20 +54,7 @@ WAIT_S = 10.0
 @pytest.fixture
 def make_client(sessions: Sessions, publisher: MqttPublisher) -> Iterator[MakeClient]:
     """Build a TestClient around real deps; keyword arguments replace fields of ApiDeps."""
-    with ExitStack() as stack:
-
-        def make(**overrides: Any) -> TestClient:
-            fields: dict[str, Any] = {
-                "sessions": sessions,
-                "presence": MemoryPresenceStore(),
-                "verifier": VERIFIER,
-                "publisher": publisher,
-                "login_url": LOGIN_URL,
-                "metrics": Metrics(),
-                "admin_key": ADMIN_KEY,
-            }
-            return stack.enter_context(TestClient(create_app(ApiDeps(**(fields | overrides)))))
-
+    with client_maker(sessions=sessions, publisher=publisher) as make:
         yield make
 
 

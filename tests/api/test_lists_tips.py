@@ -3,7 +3,7 @@
 The app is the real ASGI app around real clients (SQLite and MariaDB through ``engine``, the
 machine's Mosquitto through ``publisher``). The two services that live outside the product,
 the list service and billing, are either the embedded ones (tables in the same database) or
-real HTTP servers started here (:class:`FakeLists`, :class:`FakeBilling`) behind the product's
+one real HTTP server started here (:class:`tests.fakes.FakeServices`) behind the product's
 HTTP clients. The fan-out of a mass message and the settlement of a pending tip, which the
 handler's background threads do in production, are driven step by step by the tests with the
 same functions (:class:`messenger.fanout.FanoutRunner`, :func:`messenger.tipping.settle`).
@@ -16,49 +16,37 @@ from another database session): events go out only after the commit.
 from __future__ import annotations
 
 import json
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from acl.principal import Role
-from acl.tokens import TokenConfig, TokenVerifier
-from api.app import create_app
-from api.deps import ApiDeps
 from messenger import fanout, tipping
 from messenger.actions import Outbound
-from messenger.constants import DEV_SECRET
 from messenger.db import unit_of_work
-from messenger.metrics import Metrics
 from messenger.models import ListMember, MassMessage, Message, Tip, utcnow
 from messenger.mqtt import MqttPublisher
-from messenger.presence import MemoryPresenceStore
 from messenger.repositories import mass_messages, tips, users
 from messenger.services import Services
 from messenger.services.billing import HttpBilling
 from messenger.services.http import HttpService
 from messenger.services.lists import EmbeddedLists, HttpLists, ListService
 from messenger.tipping import TipPolicy
+from tests.api.app import ADMIN_KEY, MakeClient, client_maker
 from tests.api.testclient import TestClient
 from tests.conftest import token
+from tests.fakes import CHARGES, LIST, FakeServices, Recorded
 
 MakeUser = Callable[..., str]
 MakeUid = Callable[[str], str]
 Sessions = sessionmaker[Session]
-MakeClient = Callable[..., TestClient]
 
-LOGIN_URL = "http://login.example/login?app=messenger"
-ADMIN_KEY = "test-admin-key-" + uuid.uuid4().hex
-VERIFIER = TokenVerifier(TokenConfig(hs256_secret=DEV_SECRET))
 BILLING_URL = "https://billing.example/settings?from=tests"
 #: A settlement retry an hour away: no background settler (of a stack sharing the MariaDB
 #: database) picks a pending tip of these tests up; the tests claim it themselves.
@@ -69,168 +57,24 @@ WAIT_S = 10.0
 BILLING_TIMEOUT_S = 1.0
 
 
-# --- the external services, as real HTTP servers ---
-
-
-class FakeService:
-    """A JSON HTTP server on an ephemeral loopback port; subclasses answer in :meth:`answer`."""
-
-    def __init__(self) -> None:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                fake._serve(self, "GET")
-
-            def do_POST(self) -> None:
-                fake._serve(self, "POST")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=type(self).__name__
-        )
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(WAIT_S)
-
-    def answer(
-        self, method: str, path: str, query: dict[str, str], headers: Any, body: Any
-    ) -> tuple[int, Any]:
-        raise NotImplementedError
-
-    def _serve(self, request: BaseHTTPRequestHandler, method: str) -> None:
-        length = int(request.headers.get("Content-Length") or 0)
-        body = json.loads(request.rfile.read(length)) if length else None
-        parts = urlsplit(request.path)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        status, answer = self.answer(method, unquote(parts.path), query, request.headers, body)
-        data = json.dumps(answer).encode()
-        try:
-            request.send_response(status)
-            request.send_header("Content-Type", "application/json")
-            request.send_header("Content-Length", str(len(data)))
-            request.end_headers()
-            request.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the client gave up waiting (a stalled charge): that is the point
-
-
-class FakeLists(FakeService):
-    """The list service: ``GET /lists/{id}`` and ``GET /lists/{id}/members?after=&limit=``.
-
-    The cursor is the index of the next member. A list named in ``broken`` answers 503.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lists: dict[str, tuple[str, list[str]]] = {}
-        self.broken: set[str] = set()
-
-    def answer(
-        self, method: str, path: str, query: dict[str, str], headers: Any, body: Any
-    ) -> tuple[int, Any]:
-        parts = path.strip("/").split("/")
-        if method != "GET" or parts[0] != "lists" or len(parts) not in (2, 3):
-            return 404, {"error": "not found"}
-        list_id = parts[1]
-        if list_id in self.broken:
-            return 503, {"error": "down for maintenance"}
-        if list_id not in self.lists:
-            return 404, {"error": "no such list"}
-        owner, members = self.lists[list_id]
-        if len(parts) == 2:
-            return 200, {"owner": owner, "member_count": len(members)}
-        start, limit = int(query.get("after") or 0), int(query["limit"])
-        end = start + limit
-        return 200, {"members": members[start:end], "next": str(end) if end < len(members) else None}
-
-
-@dataclass(frozen=True)
-class ChargeSeen:
-    header_key: str | None
-    body: dict[str, Any]
-
-
-class FakeBilling(FakeService):
-    """The billing service: ``POST /charges``, idempotent by key as the real one is.
-
-    ``stall`` requests in a row are charged and then held until :meth:`release` (or WAIT_S):
-    the client times out without knowing that the money moved. Payers in ``declined`` fail.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[ChargeSeen] = []
-        self.charges: dict[str, dict[str, Any]] = {}
-        self.earned: dict[tuple[str, str], int] = {}
-        self.declined: set[str] = set()
-        self.stall = 0
-        self._released = threading.Event()
-
-    def release(self) -> None:
-        self._released.set()
-
-    def stop(self) -> None:
-        self.release()
-        super().stop()
-
-    def seen_keys(self, payer: str) -> list[tuple[str | None, str]]:
-        with self.lock:
-            return [(s.header_key, s.body["idempotency_key"]) for s in self.seen if s.body["payer"] == payer]
-
-    def answer(
-        self, method: str, path: str, query: dict[str, str], headers: Any, body: Any
-    ) -> tuple[int, Any]:
-        if (method, path) != ("POST", "/charges") or not isinstance(body, dict):
-            return 404, {"error": "not found"}
-        key = body["idempotency_key"]
-        with self.lock:
-            self.seen.append(ChargeSeen(headers.get("Idempotency-Key"), body))
-            charge = self.charges.get(key)
-            if charge is None:  # a new key: charge it (once)
-                charge = {"id": f"ch_{uuid.uuid4().hex[:12]}", "status": "succeeded", "reason": None}
-                if body["payer"] in self.declined:
-                    charge |= {"status": "failed", "reason": "card_declined"}
-                else:
-                    payee = (body["payee"], body["currency"])
-                    self.earned[payee] = self.earned.get(payee, 0) + body["amount"]
-                self.charges[key] = charge
-            stalled = self.stall > 0
-            self.stall -= int(stalled)
-        if stalled:
-            self._released.wait(WAIT_S)
-        return (201 if charge["status"] == "succeeded" else 402), charge
+# --- the external services, as a real HTTP server ---
 
 
 @pytest.fixture
-def fake_lists() -> Iterator[FakeLists]:
-    fake = FakeLists()
-    fake.start()
-    yield fake
-    fake.stop()
+def fake() -> Iterator[FakeServices]:
+    """The list service and billing; a charge scripted ``"slow"`` is made, and its answer held
+    (until the end of the test) past the billing client's timeout."""
+    with FakeServices(slow_s=WAIT_S) as services:
+        yield services
 
 
-@pytest.fixture
-def fake_billing() -> Iterator[FakeBilling]:
-    fake = FakeBilling()
-    fake.start()
-    yield fake
-    fake.stop()
+def charge_keys(fake: FakeServices, payer: str) -> list[tuple[str | None, str]]:
+    """The idempotency key of each charge request for ``payer``, in its header and in its body."""
+    return [
+        (r.headers.get("idempotency-key"), r.json["idempotency_key"])
+        for r in fake.requests_for(CHARGES)
+        if r.json["payer"] == payer
+    ]
 
 
 # --- the app ---
@@ -293,21 +137,7 @@ def recorder(publisher: MqttPublisher, sessions: Sessions) -> Recorder:
 @pytest.fixture
 def make_client(sessions: Sessions, recorder: Recorder) -> Iterator[MakeClient]:
     """Build a TestClient around real deps; keyword arguments replace fields of ApiDeps."""
-    with ExitStack() as stack:
-
-        def make(**overrides: Any) -> TestClient:
-            fields: dict[str, Any] = {
-                "sessions": sessions,
-                "presence": MemoryPresenceStore(),
-                "verifier": VERIFIER,
-                "publisher": recorder,
-                "login_url": LOGIN_URL,
-                "metrics": Metrics(),
-                "admin_key": ADMIN_KEY,
-                "tip_policy": POLICY,
-            }
-            return stack.enter_context(TestClient(create_app(ApiDeps(**(fields | overrides)))))
-
+    with client_maker(sessions=sessions, publisher=recorder, tip_policy=POLICY) as make:
         yield make
 
 
@@ -317,11 +147,11 @@ def client(make_client: MakeClient) -> TestClient:
 
 
 @pytest.fixture
-def external(fake_lists: FakeLists, fake_billing: FakeBilling) -> Iterator[Services]:
+def external(fake: FakeServices) -> Iterator[Services]:
     """The product's HTTP clients of the two fake services (no retries: one request per try)."""
     services = Services(
-        HttpLists(HttpService("lists", fake_lists.url, timeout_s=WAIT_S, retries=0)),
-        HttpBilling(HttpService("billing", fake_billing.url, timeout_s=BILLING_TIMEOUT_S, retries=0)),
+        HttpLists(HttpService("lists", fake.url, timeout_s=WAIT_S, retries=0)),
+        HttpBilling(HttpService("billing", fake.url, timeout_s=BILLING_TIMEOUT_S, retries=0)),
     )
     yield services
     services.close()
@@ -625,10 +455,10 @@ def test_reserved_user_ids_are_not_list_members(client: TestClient, make_creator
 
 
 def test_the_list_endpoints_answer_409_when_lists_are_external(
-    http_client: TestClient, make_creator: Callable[[], str], fake_lists: FakeLists
+    http_client: TestClient, make_creator: Callable[[], str], fake: FakeServices
 ) -> None:
     creator = make_creator()
-    fake_lists.lists["ext-1"] = (creator, ["someone"])
+    fake.lists["ext-1"] = (creator, ["someone"])
     headers = creator_auth(creator)
     for method, url, body in [
         ("POST", "/v1/lists", {"name": "VIP"}),
@@ -641,7 +471,7 @@ def test_the_list_endpoints_answer_409_when_lists_are_external(
     ]:
         answer = http_client.request(method, url, json=body, headers=headers)
         assert error_code(answer, 409) == "lists_external", (method, url)
-    assert fake_lists.lists["ext-1"] == (creator, ["someone"])
+    assert fake.lists["ext-1"] == (creator, ["someone"])
 
 
 # --- mass messages ---
@@ -867,16 +697,22 @@ def test_list_messages_with_an_external_list_service(
     http_client: TestClient,
     recorder: Recorder,
     sessions: Sessions,
-    fake_lists: FakeLists,
+    fake: FakeServices,
     external: Services,
     make_creator: Callable[[], str],
     make_uid: MakeUid,
 ) -> None:
     creator, other = make_creator(), make_creator()
     fans = sorted(make_uid("fan") for _ in range(3))  # known only to the list service
-    fake_lists.lists[f"l-{creator}"] = (creator, fans)
-    fake_lists.lists[f"l-{other}"] = (other, fans)
-    fake_lists.broken.add(f"down-{creator}")
+    fake.lists[f"l-{creator}"] = (creator, fans)
+    fake.lists[f"l-{other}"] = (other, fans)
+
+    def down_for_maintenance(request: Recorded) -> tuple[int, Any]:
+        if request.list_id == f"down-{creator}":
+            return 503, {"error": "down for maintenance"}
+        return fake.answer(request)
+
+    fake.script(LIST, [], then=down_for_maintenance)
 
     queued = ok(to_list(http_client, creator, f"l-{creator}", "hello fans", key="x-1"), 202)
     assert (queued["status"], queued["recipients"], queued["list"]) == ("queued", 3, f"l-{creator}")
@@ -1061,14 +897,15 @@ def test_a_tip_whose_charge_times_out_is_pending_then_settled_once(
     http_client: TestClient,
     recorder: Recorder,
     sessions: Sessions,
-    fake_billing: FakeBilling,
+    fake: FakeServices,
     external: Services,
     make_creator: Callable[[], str],
     make_user: MakeUser,
 ) -> None:
     creator, member = make_creator(), make_user("member")
     key = f"tip:{member}:t-1"
-    fake_billing.stall = 1  # the first charge goes through, its answer never arrives in time
+    fake.balances[(member, "EUR")] = 10_000  # enough for a second charge, were one made
+    fake.script(CHARGES, ["slow"])  # the first charge goes through, its answer never arrives in time
 
     pending = ok(tip(http_client, member, creator, 700, "EUR", key="t-1"), 202)
     assert (pending["status"], pending["message_id"], pending["settled_at"]) == ("pending", None, None)
@@ -1080,8 +917,7 @@ def test_a_tip_whose_charge_times_out_is_pending_then_settled_once(
     assert recorder.to(messages_of(creator)) == []
     # a retry while it is pending answers pending again, without charging again
     assert ok(tip(http_client, member, creator, 700, "EUR", key="t-1"), 202)["id"] == pending["id"]
-    assert fake_billing.seen_keys(member) == [(key, key)]
-    fake_billing.release()
+    assert charge_keys(fake, member) == [(key, key)]
 
     # it is not due before its retry time; a settler takes it once it is
     with unit_of_work(sessions) as session:
@@ -1105,15 +941,15 @@ def test_a_tip_whose_charge_times_out_is_pending_then_settled_once(
         (events_of(member), "ack", message.id),
     ]
     # billing was asked twice with the same key, in the header and the body, and charged once
-    assert fake_billing.seen_keys(member) == [(key, key), (key, key)]
-    assert fake_billing.charges[key]["id"] == settled.charge_id
-    assert fake_billing.earned[(creator, "EUR")] == 700
+    assert charge_keys(fake, member) == [(key, key), (key, key)]
+    assert fake.charges[key].id == settled.charge_id
+    assert (fake.balances[(member, "EUR")], fake.balances[(creator, "EUR")]) == (9_300, 700)
     assert tipping.settle(sessions, external.billing, pending["id"], POLICY)[1] == []
-    assert len(fake_billing.seen_keys(member)) == 2
+    assert len(charge_keys(fake, member)) == 2
 
     again = ok(tip(http_client, member, creator, 700, "EUR", key="t-1"), 200)
     assert (again["id"], again["status"], again["message_id"]) == (pending["id"], "succeeded", message.id)
-    assert len(fake_billing.seen_keys(member)) == 2
+    assert len(charge_keys(fake, member)) == 2
     assert [
         t["status"] for t in ok(http_client.get("/v1/tips/received", headers=creator_auth(creator)))["tips"]
     ] == ["succeeded"]
@@ -1123,12 +959,12 @@ def test_a_charge_declined_by_billing_is_402(
     http_client: TestClient,
     recorder: Recorder,
     sessions: Sessions,
-    fake_billing: FakeBilling,
+    fake: FakeServices,
     make_creator: Callable[[], str],
     make_user: MakeUser,
 ) -> None:
     creator, member = make_creator(), make_user("member")
-    fake_billing.declined.add(member)
+    fake.declines[member] = "card_declined"
 
     declined = tip(http_client, member, creator, 300, key="d-1")
     assert error_code(declined, 402) == "tip_failed"
@@ -1138,8 +974,8 @@ def test_a_charge_declined_by_billing_is_402(
     )
     assert stored(sessions, member, creator) == []
     assert recorder.to(messages_of(creator)) == []
-    assert fake_billing.seen_keys(member) == [(f"tip:{member}:d-1", f"tip:{member}:d-1")]
-    assert fake_billing.earned == {}
+    assert charge_keys(fake, member) == [(f"tip:{member}:d-1", f"tip:{member}:d-1")]
+    assert fake.succeeded() == []
 
 
 # --- admin balances ---
@@ -1175,14 +1011,14 @@ def test_balances_need_an_operator(
 
 
 def test_balances_are_external_with_an_http_billing_service(
-    http_client: TestClient, make_user: MakeUser, fake_billing: FakeBilling
+    http_client: TestClient, make_user: MakeUser, fake: FakeServices
 ) -> None:
     member = make_user("member")
     url = f"/v1/admin/balances/{member}"
     top = http_client.post(url, json={"amount": 1000, "currency": "USD"}, headers=ADMIN)
     assert error_code(top, 409) == "billing_external"
     assert error_code(http_client.get(url, headers=ADMIN), 409) == "billing_external"
-    assert fake_billing.seen == []
+    assert fake.requests_for(CHARGES) == []
 
 
 # --- one client id, one send (bugs found while writing these tests) ---
