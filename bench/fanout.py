@@ -641,9 +641,11 @@ def other_fanouts(topology: Topology, ours: int | None) -> list[int]:
     logs): on a shared database they take any run's queued mass messages, and that work shows
     in the CPU and latency figures."""
     found: set[int] = set()
-    for n in range(1, topology.handlers + 1):
+    names = [f"handler-{n}" for n in range(1, topology.handlers + 1)]
+    names += [f"worker-{n}" for n in range(1, topology.workers + 1)]
+    for name in names:
         with contextlib.suppress(OSError):
-            found |= {int(i) for i in _FANOUT_STARTED.findall(topology.log(f"handler-{n}").read_text())}
+            found |= {int(i) for i in _FANOUT_STARTED.findall(topology.log(name).read_text())}
     return sorted(found - {ours})
 
 
@@ -831,6 +833,7 @@ def run(args: argparse.Namespace) -> bool:
         database_url=args.database_url,
         redis_url=args.redis_url,
         handlers=args.handlers,
+        workers=args.workers,
         send_rate_per_s=0,
         extra_env={"MESSENGER_FANOUT_PAGE_SIZE": str(args.page_size)},
     )
@@ -930,6 +933,12 @@ def main() -> int:
         "--body-bytes", type=int, default=0, help="mass message length (default: a short line)"
     )
     parser.add_argument("--handlers", type=int, default=2)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="messenger worker processes doing the fan-out (default 0: the handlers do it)",
+    )
     parser.add_argument("--probe-rate", type=float, default=50.0, help="1:1 probe messages per second")
     parser.add_argument(
         "--baseline", type=float, help="seconds of probe before the mass message (default 10)"
@@ -960,7 +969,8 @@ def main() -> int:
     print(
         f"settings            members {args.members:,} ({args.blocked_pct:g}% blocking the creator), "
         f"online {args.online:,} in {args.member_procs} process(es), page size {args.page_size}, "
-        f"{args.handlers} handlers, probe {args.probe_rate:g} msg/s, baseline {args.baseline:g} s, "
+        f"{args.handlers} handlers, {args.workers} workers, probe {args.probe_rate:g} msg/s, "
+        f"baseline {args.baseline:g} s, "
         f"body {args.body_bytes or 'a short line'}{' characters' if args.body_bytes else ''}"
     )
     load = os.getloadavg()

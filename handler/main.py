@@ -4,6 +4,9 @@ It joins the MQTT 5 shared subscription ``$share/handlers/inbound/+`` (and the p
 that triggers catch-up, shared the same way, so one handler answers each device) with a
 persistent session: the broker splits the commands among the running handlers, keeps what a
 stopped handler was sent, and redelivers what it never acked. Acks go out only after the commit.
+
+A handler also runs the fan-out of mass messages and the settlement of tips, on threads of its
+own (``MESSENGER_BACKGROUND_WORK``); ``messenger worker`` runs only those.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import logging
 import sys
 
 from paho.mqtt.enums import MQTTProtocolVersion
+from sqlalchemy.orm import Session, sessionmaker
 
 from acl.topics import SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER
 from handler.background import BackgroundWork
@@ -24,7 +28,7 @@ from messenger.metrics import Metrics
 from messenger.mqtt import MqttPublisher, service_client
 from messenger.process import require_redis, wait_for_stop_signal
 from messenger.ratelimit import create_rate_limiter
-from messenger.services import create_services
+from messenger.services import Services, create_services
 from messenger.settings import HandlerSettings
 from messenger.tipping import TipPolicy
 
@@ -62,23 +66,8 @@ def run(settings: HandlerSettings) -> int:
     sessions = session_factory(engine)
     services = create_services(settings, sessions)
     tip_policy = TipPolicy.of(settings)
-    # fan-out and tip results go out on a connection of their own, beside the command stream
-    publisher = MqttPublisher(
-        service_client(user=settings.service_user, token=token, name=f"{name}-background")
-    )
-    background = BackgroundWork(
-        FanoutRunner(
-            sessions,
-            services.lists,
-            owner=name,
-            page_size=settings.fanout_page_size,
-            lease_s=settings.fanout_lease_s,
-        ),
-        sessions,
-        services.billing,
-        publisher.publish_tracked,
-        tip_policy=tip_policy,
-        metrics=metrics,
+    background = (
+        _background(settings, token, name, sessions, services, metrics) if settings.background_work else None
     )
     processor = CommandProcessor(
         sessions,
@@ -87,7 +76,7 @@ def run(settings: HandlerSettings) -> int:
         metrics=metrics,
         lists=services.lists,
         tip_policy=tip_policy,
-        on_queued=background.wake,
+        on_queued=background.wake if background is not None else None,
     )
     consumer = HandlerConsumer(
         client,
@@ -109,16 +98,91 @@ def run(settings: HandlerSettings) -> int:
         SHARED_INBOUND_FILTER,
     )
     consumer.start(settings.mqtt_host, settings.mqtt_port, wait_s=None)
-    publisher.start(settings.mqtt_host, settings.mqtt_port, wait_s=None)
-    background.start()
+    if background is not None:
+        background.start(settings.mqtt_host, settings.mqtt_port)
     try:
         wait_for_stop_signal()
     finally:
         logger.info("handler %s stopping after %d commands", name, consumer.processed)
         consumer.stop()
-        background.stop()
-        publisher.stop()
+        if background is not None:
+            background.stop()
         services.close()
         limiter.close()
         engine.dispose()
     return 0
+
+
+def run_worker(settings: HandlerSettings) -> int:
+    """``messenger worker``: fan-out and tip settlement only, until SIGINT/SIGTERM.
+
+    Handlers started with ``MESSENGER_BACKGROUND_WORK=false`` leave that work to workers, so a
+    large fan-out never shares a Python process (and its GIL) with the 1:1 command stream. The
+    work is found in the database (queued mass messages, due tips), polled every half second.
+    """
+    try:
+        token = settings.resolve_service_token()
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    engine = create_db_engine(settings.database_url)
+    sessions = session_factory(engine)
+    services = create_services(settings, sessions)
+    name = settings.handler_client_name("worker")
+    background = _background(settings, token, name, sessions, services, Metrics())
+    logger.info("worker %s starting: broker %s:%d", name, settings.mqtt_host, settings.mqtt_port)
+    background.start(settings.mqtt_host, settings.mqtt_port)
+    try:
+        wait_for_stop_signal()
+    finally:
+        logger.info("worker %s stopping", name)
+        background.stop()
+        services.close()
+        engine.dispose()
+    return 0
+
+
+class _Background:
+    """:class:`BackgroundWork` with the MQTT connection it publishes on."""
+
+    def __init__(self, work: BackgroundWork, publisher: MqttPublisher) -> None:
+        self.work, self.publisher = work, publisher
+
+    def wake(self) -> None:
+        self.work.wake()
+
+    def start(self, host: str, port: int) -> None:
+        self.publisher.start(host, port, wait_s=None)
+        self.work.start()
+
+    def stop(self) -> None:
+        self.work.stop()
+        self.publisher.stop()
+
+
+def _background(
+    settings: HandlerSettings,
+    token: str,
+    name: str,
+    sessions: sessionmaker[Session],
+    services: Services,
+    metrics: Metrics,
+) -> _Background:
+    # fan-out and tip results go out on a connection of their own, beside the command stream
+    publisher = MqttPublisher(
+        service_client(user=settings.service_user, token=token, name=f"{name}-background")
+    )
+    work = BackgroundWork(
+        FanoutRunner(
+            sessions,
+            services.lists,
+            owner=name,
+            page_size=settings.fanout_page_size,
+            lease_s=settings.fanout_lease_s,
+        ),
+        sessions,
+        services.billing,
+        publisher.publish_tracked,
+        tip_policy=TipPolicy.of(settings),
+        metrics=metrics,
+    )
+    return _Background(work, publisher)

@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one handler on Mosquitto's shared subscription (production; MESSENGER_* settings)",
     )
     commands.add_parser(
+        "worker",
+        help="run mass-message fan-out and tip settlement only, beside handlers started with "
+        "MESSENGER_BACKGROUND_WORK=false (production; MESSENGER_* settings)",
+    )
+    commands.add_parser(
         "bridge", help="mirror one broker node's presence into Redis (production; MESSENGER_* settings)"
     )
 
@@ -111,6 +116,7 @@ def _settings(args: argparse.Namespace) -> object:
     by_command: dict[str, type[settings.CommonSettings]] = {
         "api": settings.ApiSettings,
         "handler": settings.HandlerSettings,
+        "worker": settings.HandlerSettings,
         "bridge": settings.ServiceClientSettings,
     }
     return by_command.get(args.command, settings.CommonSettings)()
@@ -157,7 +163,7 @@ def _run(args: argparse.Namespace, settings: CommonSettings) -> int:
         assert isinstance(settings, ServeSettings)  # noqa: S101 - narrowing for mypy
         asyncio.run(run(settings))
         return 0
-    if args.command in ("api", "handler", "bridge"):
+    if args.command in ("api", "handler", "worker", "bridge"):
         return _run_process(args.command, settings)
     if args.command == "token":
         secret = settings.hs256_secret()
@@ -206,11 +212,12 @@ def _run_process(command: str, settings: CommonSettings) -> int:
 
         assert isinstance(settings, ApiSettings)  # noqa: S101 - narrowing for mypy
         return run_api(settings)
-    if command == "handler":
+    if command in ("handler", "worker"):
         from handler.main import run as run_handler
+        from handler.main import run_worker
 
         assert isinstance(settings, HandlerSettings)  # noqa: S101 - narrowing for mypy
-        return run_handler(settings)
+        return run_handler(settings) if command == "handler" else run_worker(settings)
     from bridge.main import run as run_bridge
 
     assert isinstance(settings, ServiceClientSettings)  # noqa: S101 - narrowing for mypy

@@ -178,8 +178,14 @@ class HandlerSettings(ServiceClientSettings, ProductSettings):
         description="How long Mosquitto keeps a stopped handler's session and queued commands (MQTT 5).",
     )
 
-    def handler_client_name(self) -> str:
-        return self.handler_name or f"handler-{self.node_id}"
+    background_work: bool = Field(
+        default=True,
+        description="Also run mass-message fan-out and tip settlement in this handler; false where "
+        "`messenger worker` processes do it, so that 1:1 commands never share a process with a fan-out.",
+    )
+
+    def handler_client_name(self, kind: str = "handler") -> str:
+        return self.handler_name or f"{kind}-{self.node_id}"
 
 
 class ListenerSettings(CommonSettings):

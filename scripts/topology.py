@@ -92,6 +92,8 @@ class Topology:
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
     handlers: int = 2
+    #: ``messenger worker`` processes; with any, the handlers leave fan-out and tips to them
+    workers: int = 0
     mqtt_port: int = 0
     ws_port: int = 0
     api_port: int = 0
@@ -164,6 +166,8 @@ class Topology:
             self.start_bridge()
             for n in range(1, self.handlers + 1):
                 self.start_handler(n)
+            for n in range(1, self.workers + 1):
+                self.start_worker(n)
         except BaseException:
             self.stop()
             raise
@@ -218,8 +222,19 @@ class Topology:
     def start_handler(self, n: int) -> None:
         name = f"handler-{n}"
         # a stable name per slot: a restarted handler resumes its persistent session
-        proc = self._messenger(name, "handler", MESSENGER_HANDLER_NAME=f"{self.node_id}-{name}")
+        background = "false" if self.workers else "true"
+        proc = self._messenger(
+            name,
+            "handler",
+            MESSENGER_HANDLER_NAME=f"{self.node_id}-{name}",
+            MESSENGER_BACKGROUND_WORK=background,
+        )
         _wait(lambda: self._logged(name, "handler ready"), f"messenger {name}", 30, proc)
+
+    def start_worker(self, n: int) -> None:
+        name = f"worker-{n}"
+        proc = self._messenger(name, "worker", MESSENGER_HANDLER_NAME=f"{self.node_id}-{name}")
+        _wait(lambda: self._logged(name, "publisher connected"), f"messenger {name}", 30, proc)
 
     def _logged(self, name: str, text: str) -> bool:
         """Has the current run of ``name`` logged ``text`` (a restart appends to the same log)?"""
@@ -258,6 +273,12 @@ class Topology:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--handlers", type=int, default=2)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="messenger worker processes for fan-out and tips (default: none, the handlers do it)",
+    )
     parser.add_argument("--mqtt-port", type=int, default=1885)
     parser.add_argument("--ws-port", type=int, default=8084)
     parser.add_argument("--api-port", type=int, default=8081)
@@ -266,6 +287,7 @@ def main() -> int:
         database_url=os.environ.get("MESSENGER_DATABASE_URL", DEFAULT_DATABASE_URL),
         redis_url=os.environ.get("MESSENGER_REDIS_URL", DEFAULT_REDIS_URL),
         handlers=args.handlers,
+        workers=args.workers,
         mqtt_port=args.mqtt_port,
         ws_port=args.ws_port,
         api_port=args.api_port,
@@ -282,7 +304,7 @@ def main() -> int:
     with topology.running():
         print(
             "Messenger topology is running (Mosquitto + plugin, API, "
-            f"{args.handlers} handlers, bridge)\n"
+            f"{args.handlers} handlers, {args.workers} workers, bridge)\n"
             f"  MQTT      mqtt://127.0.0.1:{topology.mqtt_port}\n"
             f"  WebSocket ws://127.0.0.1:{topology.ws_port}\n"
             f"  REST API  {topology.api_url}  (OpenAPI at /docs)\n"

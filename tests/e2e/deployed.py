@@ -33,11 +33,19 @@ class Deployed:
         return self.topology.api_url
 
 
-def deploy(request: pytest.FixtureRequest, extra_env: dict[str, str]) -> Iterator[Deployed]:
-    """Mosquitto with the plugin, the API, two handlers and the bridge on MariaDB and Redis,
-    with the per-user send limit off; prints the tail of every log when a test failed."""
+def deploy(
+    request: pytest.FixtureRequest, extra_env: dict[str, str], *, handlers: int = 2, workers: int = 0
+) -> Iterator[Deployed]:
+    """Mosquitto with the plugin, the API, the handlers (and ``messenger worker`` processes) and
+    the bridge on MariaDB and Redis, with the per-user send limit off; prints the tail of every
+    log when a test failed."""
     topology = Topology(
-        database_url=MARIADB_URL, redis_url=REDIS_URL, handlers=2, send_rate_per_s=0, extra_env=extra_env
+        database_url=MARIADB_URL,
+        redis_url=REDIS_URL,
+        handlers=handlers,
+        workers=workers,
+        send_rate_per_s=0,
+        extra_env=extra_env,
     )
     engine = create_db_engine(MARIADB_URL)
     failed_before = request.session.testsfailed

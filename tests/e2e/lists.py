@@ -67,3 +67,9 @@ def copies(sessions: sessionmaker[Session], sender: str, cid: str) -> dict[str, 
 def deliveries(client: ChatClient, cid: str) -> list[dict[str, Any]]:
     """The messages with client id ``cid`` that ``client`` received."""
     return [r.data for r in client.inbox.matching(message(client_id=cid))]
+
+
+def tip_command(to: str, amount: int, body: str = "thanks!", cid: str | None = None) -> dict[str, Any]:
+    """A ``message`` command with a tip in USD, under ``cid`` or a fresh client id."""
+    tip = {"amount": amount, "currency": "USD"}
+    return {"type": "message", "id": cid or uuid.uuid4().hex, "to": to, "body": body, "tip": tip}

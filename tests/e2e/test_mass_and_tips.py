@@ -56,7 +56,16 @@ from tests.e2e.helpers import (
     event,
     message,
 )
-from tests.e2e.lists import block, connect_creator, copies, deliveries, list_message, make_list, rest
+from tests.e2e.lists import (
+    block,
+    connect_creator,
+    copies,
+    deliveries,
+    list_message,
+    make_list,
+    rest,
+    tip_command,
+)
 from tests.fakes import CHARGES, LIST, MEMBERS, FakeServices, Recorded
 
 Launch = Callable[..., tuple[Stack, Clients]]
@@ -357,16 +366,6 @@ class Funds:
         )
         assert response.status_code == 200, response.text
         return int(response.json()["balances"].get("USD", 0))
-
-
-def tip_command(to: str, amount: int, body: str = "thanks!", cid: str | None = None) -> dict[str, Any]:
-    return {
-        "type": "message",
-        "id": cid or uuid.uuid4().hex,
-        "to": to,
-        "body": body,
-        "tip": {"amount": amount, "currency": "USD"},
-    }
 
 
 def stored_rows(sessions: sessionmaker[Session], sender: str, cid: str) -> list[Message]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import signal
 import uuid
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import pytest
@@ -36,7 +35,7 @@ from tests.e2e.helpers import (
     stored_messages,
     wait_until,
 )
-from tests.e2e.lists import block, connect_creator, copies, deliveries, list_message, make_list
+from tests.e2e.lists import block, connect_creator, copies, deliveries, list_message, make_list, tip_command
 
 ADMIN_KEY = "fanout-e2e-admin-" + uuid.uuid4().hex
 #: Members per fan-out transaction, and how long a dead handler's fan-out waits for another.
@@ -151,11 +150,6 @@ def balance(deployed: Deployed, user: str) -> int:
     )
     assert response.status_code == 200, response.text
     return int(response.json()["balances"].get("USD", 0))
-
-
-def tip_command(to: str, amount: int, body: str = "thanks!") -> dict[str, Any]:
-    tip = {"amount": amount, "currency": "USD"}
-    return {"type": "message", "id": uuid.uuid4().hex, "to": to, "body": body, "tip": tip}
 
 
 def test_tips_through_mosquitto(deployed: Deployed, clients: Clients) -> None:
