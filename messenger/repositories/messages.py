@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import cast
 
-from sqlalchemy import Table, and_, func, insert, select, tuple_, update
+from sqlalchemy import Table, func, insert, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from messenger.models import Message, utcnow
@@ -36,22 +36,11 @@ def by_keys(session: Session, keys: Sequence[MessageKey]) -> dict[MessageKey, Me
     """Stored messages for the given idempotency keys, in one query."""
     if not keys:
         return {}
-    senders = {(sender, client) for sender, client, _ in keys}
-    if len(senders) == 1:
-        # the copies of one mass message: MariaDB turns a long row-constructor IN whose rows share
-        # their leading columns into a full index scan, but reads `a = ? AND b = ? AND c IN (...)`
-        # as one range of the unique key
-        ((sender, client),) = senders
-        condition = and_(
-            Message.sender_id == sender,
-            Message.client_msg_id == client,
-            Message.recipient_id.in_(sorted({recipient for _, _, recipient in keys})),
+    rows = session.scalars(
+        select(Message).where(
+            tuple_(Message.sender_id, Message.client_msg_id, Message.recipient_id).in_(list(set(keys)))
         )
-    else:
-        condition = tuple_(Message.sender_id, Message.client_msg_id, Message.recipient_id).in_(
-            list(set(keys))
-        )
-    rows = session.scalars(select(Message).where(condition))
+    )
     return {(m.sender_id, m.client_msg_id, m.recipient_id): m for m in rows}
 
 
