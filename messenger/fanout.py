@@ -228,8 +228,8 @@ class FanoutRunner:
         # members the product has not seen yet (lists come from another service) get a user row,
         # so that their copy waits for them like any message to an offline user
         users.ensure_many(session, recipients, "member")
-        refused = blocks.blockers_among(session, mm.sender_id, recipients)
-        wanted = [m for m in recipients if m not in refused]
+        refused = blocks.blocked_pairs(session, [(m, mm.sender_id) for m in recipients])
+        wanted = [m for m in recipients if (m, mm.sender_id) not in refused]
         copies, sent_at = messages.store_copies(
             session, mm.sender_id, mm.client_msg_id, mm.body, mm.list_id, wanted
         )

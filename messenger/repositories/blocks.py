@@ -63,17 +63,3 @@ def blocked_pairs(session: Session, pairs: Iterable[tuple[str, str]]) -> set[tup
         )
     )
     return {(blocker, blocked) for blocker, blocked in rows if (blocker, blocked) in wanted}
-
-
-def blockers_among(session: Session, blocked_id: str, candidates: Iterable[str]) -> set[str]:
-    """Which of ``candidates`` blocked ``blocked_id``: one primary-key range per candidate
-    (a fan-out's page of members; a row-constructor IN would scan the table on MariaDB)."""
-    wanted = sorted(set(candidates))
-    if not wanted:
-        return set()
-    rows = session.scalars(
-        select(BlockedUser.blocker_id).where(
-            BlockedUser.blocked_id == blocked_id, BlockedUser.blocker_id.in_(wanted)
-        )
-    )
-    return set(rows)
