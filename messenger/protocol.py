@@ -147,38 +147,53 @@ def message_payload(message: Message) -> dict[str, Any]:
     tip = None
     if message.tip_amount is not None:
         tip = {"amount": message.tip_amount, "currency": message.tip_currency, "status": message.tip_status}
-    return {
-        "type": "message",
-        "id": message.id,
-        "client_id": message.client_msg_id,
-        "from": message.sender_id,
-        "to": message.recipient_id,
-        "body": message.body,
-        "sent_at": format_time(message.sent_at),
-        "read_at": format_time(message.read_at),
-        "tip": tip,
-        "list": message.list_id,
-    }
+    return _message(
+        message.id,
+        message.client_msg_id,
+        message.sender_id,
+        message.recipient_id,
+        message.body,
+        message.sent_at,
+        message.read_at,
+        tip,
+        message.list_id,
+    )
 
 
 def copy_payloads(
     sender: str, client_id: str, body: str, sent_at: datetime, list_id: str, copies: list[tuple[int, str]]
 ) -> list[tuple[str, bytes]]:
-    """(recipient, payload) of each copy (server id, recipient) of a mass message: the same
-    payload as :func:`message_payload` gives, built without loading the stored rows."""
-    common: dict[str, Any] = {
+    """(recipient, payload) of each copy (server id, recipient) of a mass message: what
+    :func:`message_payload` gives for the stored copy, built without loading it."""
+    return [
+        (to, encode(_message(message_id, client_id, sender, to, body, sent_at, None, None, list_id)))
+        for message_id, to in copies
+    ]
+
+
+def _message(
+    message_id: int,
+    client_id: str,
+    sender: str,
+    to: str,
+    body: str,
+    sent_at: datetime | None,
+    read_at: datetime | None,
+    tip: dict[str, Any] | None,
+    list_id: str | None,
+) -> dict[str, Any]:
+    return {
         "type": "message",
-        "id": None,
+        "id": message_id,
         "client_id": client_id,
         "from": sender,
-        "to": None,
+        "to": to,
         "body": body,
         "sent_at": format_time(sent_at),
-        "read_at": None,
-        "tip": None,
+        "read_at": format_time(read_at),
+        "tip": tip,
         "list": list_id,
     }
-    return [(to, encode(common | {"id": message_id, "to": to})) for message_id, to in copies]
 
 
 def ack_event(message: Message, *, duplicate: bool) -> dict[str, Any]:
