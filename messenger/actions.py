@@ -56,14 +56,16 @@ def count(metrics: Metrics | None, out: Sequence[Outbound], via: str) -> None:
             metrics.messages_rejected.labels(o.code or "unknown", via).inc()
 
 
-def event(user_id: str, payload: dict[str, object], kind: Kind = Kind.EVENT) -> Outbound:
-    return Outbound(events_topic(user_id), protocol.encode(payload), kind)
+def event(
+    user_id: str, payload: dict[str, object], kind: Kind = Kind.EVENT, code: str | None = None
+) -> Outbound:
+    """An event for ``user_id``; ``code`` names a refusal (``Kind.ERROR``) for the metrics."""
+    return Outbound(events_topic(user_id), protocol.encode(payload), kind, code)
 
 
 def error(user_id: str, code: str, detail: str, client_id: str | None = None, **extra: object) -> Outbound:
     """An ``error`` event for ``user_id``."""
-    payload = protocol.error_event(code, detail, client_id, **extra)
-    return Outbound(events_topic(user_id), protocol.encode(payload), Kind.ERROR, code)
+    return event(user_id, protocol.error_event(code, detail, client_id, **extra), Kind.ERROR, code)
 
 
 def delivery(message: Message) -> Outbound:

@@ -184,9 +184,7 @@ def _answer(tip: Tip, message: Message | None, policy: TipPolicy, *, duplicate: 
         failed = protocol.tip_failed_event(
             tip.client_msg_id, policy.billing_url, tip.reason, tip.amount, tip.currency
         )
-        return [
-            Outbound(event(tip.payer_id, failed).topic, protocol.encode(failed), Kind.ERROR, "tip_failed")
-        ]
+        return [event(tip.payer_id, failed, Kind.ERROR, "tip_failed")]
     return []
 
 
