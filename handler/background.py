@@ -21,8 +21,10 @@ from messenger.actions import Outbound
 from messenger.exceptions import ServiceUnavailable, StoreUnavailable
 from messenger.fanout import FanoutRunner
 from messenger.metrics import Metrics
-from messenger.mqtt import Confirmation
+from messenger.mqtt import Confirmation, MqttPublisher, service_client
+from messenger.services import Services
 from messenger.services.billing import Billing
+from messenger.settings import HandlerSettings
 from messenger.tipping import TipPolicy
 
 logger = logging.getLogger(__name__)
@@ -193,3 +195,55 @@ class BackgroundWork:
             logger.warning(
                 "the broker did not take %d publishes in time; stored, delivered on sync", len(confirmation)
             )
+
+
+class Background:
+    """A :class:`BackgroundWork` with the MQTT connection it publishes on, as a handler, a
+    ``messenger worker`` and ``messenger serve`` each run it."""
+
+    def __init__(self, work: BackgroundWork, publisher: MqttPublisher) -> None:
+        self.work, self.publisher = work, publisher
+
+    @classmethod
+    def create(
+        cls,
+        settings: HandlerSettings,
+        token: str,
+        name: str,
+        sessions: sessionmaker[Session],
+        services: Services,
+        metrics: Metrics,
+    ) -> Background:
+        """Fan-out and tip settlement for the process ``name`` (the owner of its leases); their
+        results go out on a connection of their own (``{name}-background``), beside any
+        command stream."""
+        publisher = MqttPublisher(
+            service_client(user=settings.service_user, token=token, name=f"{name}-background")
+        )
+        work = BackgroundWork(
+            FanoutRunner(
+                sessions,
+                services.lists,
+                owner=name,
+                page_size=settings.fanout_page_size,
+                lease_s=settings.fanout_lease_s,
+            ),
+            sessions,
+            services.billing,
+            publisher.publish_tracked,
+            tip_policy=TipPolicy.of(settings),
+            metrics=metrics,
+        )
+        return cls(work, publisher)
+
+    def wake(self) -> None:
+        self.work.wake()
+
+    def start(self, host: str, port: int, *, wait_s: float | None = None) -> None:
+        """Connect (waiting ``wait_s`` for the broker, or not at all) and start the threads."""
+        self.publisher.start(host, port, wait_s=wait_s)
+        self.work.start()
+
+    def stop(self) -> None:
+        self.work.stop()
+        self.publisher.stop()

@@ -15,20 +15,18 @@ import logging
 import sys
 
 from paho.mqtt.enums import MQTTProtocolVersion
-from sqlalchemy.orm import Session, sessionmaker
 
 from acl.topics import SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER
-from handler.background import BackgroundWork
+from handler.background import Background
 from handler.consumer import HandlerConsumer
 from handler.processor import CommandProcessor
 from messenger.db import create_db_engine, session_factory
 from messenger.exceptions import ConfigurationError
-from messenger.fanout import FanoutRunner
 from messenger.metrics import Metrics
-from messenger.mqtt import MqttPublisher, service_client
+from messenger.mqtt import service_client
 from messenger.process import require_redis, wait_for_stop_signal
 from messenger.ratelimit import create_rate_limiter
-from messenger.services import Services, create_services
+from messenger.services import create_services
 from messenger.settings import HandlerSettings
 from messenger.tipping import TipPolicy
 
@@ -66,9 +64,9 @@ def run(settings: HandlerSettings) -> int:
     sessions = session_factory(engine)
     services = create_services(settings, sessions)
     tip_policy = TipPolicy.of(settings)
-    background = (
-        _background(settings, token, name, sessions, services, metrics) if settings.background_work else None
-    )
+    background = None
+    if settings.background_work:  # else `messenger worker` processes do it
+        background = Background.create(settings, token, name, sessions, services, metrics)
     processor = CommandProcessor(
         sessions,
         sync_page_size=settings.sync_page_size,
@@ -128,7 +126,7 @@ def run_worker(settings: HandlerSettings) -> int:
     sessions = session_factory(engine)
     services = create_services(settings, sessions)
     name = settings.handler_client_name("worker")
-    background = _background(settings, token, name, sessions, services, Metrics())
+    background = Background.create(settings, token, name, sessions, services, Metrics())
     logger.info("worker %s starting: broker %s:%d", name, settings.mqtt_host, settings.mqtt_port)
     background.start(settings.mqtt_host, settings.mqtt_port)
     try:
@@ -139,50 +137,3 @@ def run_worker(settings: HandlerSettings) -> int:
         services.close()
         engine.dispose()
     return 0
-
-
-class _Background:
-    """:class:`BackgroundWork` with the MQTT connection it publishes on."""
-
-    def __init__(self, work: BackgroundWork, publisher: MqttPublisher) -> None:
-        self.work, self.publisher = work, publisher
-
-    def wake(self) -> None:
-        self.work.wake()
-
-    def start(self, host: str, port: int) -> None:
-        self.publisher.start(host, port, wait_s=None)
-        self.work.start()
-
-    def stop(self) -> None:
-        self.work.stop()
-        self.publisher.stop()
-
-
-def _background(
-    settings: HandlerSettings,
-    token: str,
-    name: str,
-    sessions: sessionmaker[Session],
-    services: Services,
-    metrics: Metrics,
-) -> _Background:
-    # fan-out and tip results go out on a connection of their own, beside the command stream
-    publisher = MqttPublisher(
-        service_client(user=settings.service_user, token=token, name=f"{name}-background")
-    )
-    work = BackgroundWork(
-        FanoutRunner(
-            sessions,
-            services.lists,
-            owner=name,
-            page_size=settings.fanout_page_size,
-            lease_s=settings.fanout_lease_s,
-        ),
-        sessions,
-        services.billing,
-        publisher.publish_tracked,
-        tip_policy=TipPolicy.of(settings),
-        metrics=metrics,
-    )
-    return _Background(work, publisher)

@@ -18,13 +18,12 @@ from api.app import create_app
 from api.deps import build_deps
 from bridge.bridge import PresenceBridge
 from broker.server import EmbeddedBroker, Listeners, bind_port
-from handler.background import BackgroundWork
+from handler.background import Background
 from handler.consumer import HandlerConsumer
 from handler.processor import CommandProcessor
 from messenger.admission import ConnectGate
 from messenger.db import create_db_engine, migrate, session_factory
 from messenger.exceptions import ConfigurationError
-from messenger.fanout import FanoutRunner
 from messenger.metrics import Metrics
 from messenger.mqtt import MqttPublisher, service_client
 from messenger.presence import create_presence_store
@@ -79,8 +78,7 @@ class Messenger:
         self.handler: HandlerConsumer | None = None
         self.bridge: PresenceBridge | None = None
         self.publisher: MqttPublisher | None = None
-        self.background: BackgroundWork | None = None
-        self._background_publisher: MqttPublisher | None = None
+        self.background: Background | None = None
         self._api: _QuietServer | None = None
         self._api_task: asyncio.Task[None] | None = None
 
@@ -126,34 +124,17 @@ class Messenger:
         s = self.settings
         host, port = listeners.mqtt
         token = self.service_token
+        name = f"handler-{s.node_id}"
         handler_client = service_client(
             user=s.service_user,
             token=token,
-            name=f"handler-{s.node_id}",
+            name=name,
             clean_session=False,
             manual_ack=True,
             max_inflight=s.max_inflight,
         )
-        name = f"handler-{s.node_id}"
-        self._background_publisher = MqttPublisher(
-            service_client(user=s.service_user, token=token, name=f"{name}-background")
-        )
-        await asyncio.to_thread(self._background_publisher.start, host, port)
-        self.background = BackgroundWork(
-            FanoutRunner(
-                self.sessions,
-                self.services.lists,
-                owner=name,
-                page_size=s.fanout_page_size,
-                lease_s=s.fanout_lease_s,
-            ),
-            self.sessions,
-            self.services.billing,
-            self._background_publisher.publish_tracked,
-            tip_policy=self.tip_policy,
-            metrics=self.metrics,
-        )
-        self.background.start()
+        self.background = Background.create(s, token, name, self.sessions, self.services, self.metrics)
+        await asyncio.to_thread(self.background.start, host, port, wait_s=10.0)
         processor = CommandProcessor(
             self.sessions,
             sync_page_size=s.sync_page_size,
@@ -190,7 +171,6 @@ class Messenger:
             self.publisher,
             self.handler,
             self.background,
-            self._background_publisher,
             self.bridge,
         ):
             if worker is not None:
