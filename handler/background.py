@@ -217,8 +217,11 @@ class Background:
         """Fan-out and tip settlement for the process ``name`` (the owner of its leases); their
         results go out on a connection of their own (``{name}-background``), beside any
         command stream."""
+        # no in-flight limit in paho: with one, every PUBACK rescans all the unacknowledged
+        # messages (quadratic in a fan-out page: a third of a worker's CPU); the fan-out bounds
+        # what is in flight itself, one page
         publisher = MqttPublisher(
-            service_client(user=settings.service_user, token=token, name=f"{name}-background")
+            service_client(user=settings.service_user, token=token, name=f"{name}-background", max_inflight=0)
         )
         work = BackgroundWork(
             FanoutRunner(
