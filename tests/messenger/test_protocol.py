@@ -357,6 +357,27 @@ def test_message_payload_with_tip_list_and_read_at() -> None:
     assert payload["read_at"] == "2026-01-02T03:04:06.123456Z"
 
 
+@pytest.mark.parametrize(
+    "body",
+    ["hi", 'quotes " and \\ and "id":0, "to":"\\u0000"', "\x00", "émoji 🎉 and \n newline", ""],
+)
+def test_copy_payloads_are_the_stored_copies_payloads(body: str) -> None:
+    sent_at = datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC)
+    copies = [(7, "bob"), (123456789012, 'b"ob\x00é'), (8, "\x00")]
+    built = protocol.copy_payloads("alice", '"id":0,', body, sent_at, "list-1", copies)
+    assert [to for to, _ in built] == [to for _, to in copies]
+    for (message_id, to), (_, payload) in zip(copies, built, strict=True):
+        stored = _message(
+            id=message_id,
+            recipient_id=to,
+            client_msg_id='"id":0,',
+            body=body,
+            sent_at=sent_at,
+            list_id="list-1",
+        )
+        assert payload == protocol.encode(protocol.message_payload(stored))
+
+
 def test_events() -> None:
     stored = _message()
     assert protocol.ack_event(stored, duplicate=True) == {
