@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from messenger.models import BlockedUser
+from messenger.repositories import json_rows
 
 
 def block(session: Session, blocker_id: str, blocked_id: str) -> BlockedUser:
@@ -51,15 +52,18 @@ def list_for(
 
 def blocked_pairs(session: Session, pairs: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
     """The (blocker, blocked) pairs among ``pairs`` that are blocks, in one query."""
-    wanted = set(pairs)
+    wanted = sorted(set(pairs))
     if not wanted:
         return set()
-    # two single-column INs, exact pairs picked here: MariaDB plans a 500-row row-constructor IN
-    # in about 100 ms (a third of a handler batch), these in 3 ms (a range on the blocker)
+    # the pairs as one JSON parameter joined on the primary key: one lookup per pair (a
+    # row-constructor IN of 500 pairs took MariaDB ~100 ms to plan), and one escaped string
+    # rather than one per id (a fan-out page asks for a thousand pairs)
+    pairs_table = json_rows.table(session, "pairs", [("blocker", json_rows.ID), ("blocked", json_rows.ID)])
     rows = session.execute(
-        select(BlockedUser.blocker_id, BlockedUser.blocked_id).where(
-            BlockedUser.blocker_id.in_(sorted({blocker for blocker, _ in wanted})),
-            BlockedUser.blocked_id.in_(sorted({blocked for _, blocked in wanted})),
-        )
+        text(
+            f"SELECT b.blocker_id, b.blocked_id FROM {pairs_table} "  # noqa: S608 - no values
+            "JOIN blocked_users AS b ON b.blocker_id = j.blocker AND b.blocked_id = j.blocked"
+        ),
+        {"pairs": json_rows.dumps(wanted)},
     )
-    return {(blocker, blocked) for blocker, blocked in rows if (blocker, blocked) in wanted}
+    return {(blocker, blocked) for blocker, blocked in rows}

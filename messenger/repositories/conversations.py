@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import Insert, func, select
-from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from messenger.models import Conversation, Message
+from messenger.repositories import json_rows
 
 
 def touch_many(session: Session, messages: Iterable[Message]) -> None:
@@ -28,30 +28,31 @@ def touch_many(session: Session, messages: Iterable[Message]) -> None:
 def touch(session: Session, sides: Iterable[tuple[str, str, int]]) -> None:
     """Move conversations given as (owner, peer, message id) to their newest message, in one
     upsert. Rows go in key order, so that two transactions upserting the same conversations
-    lock them in the same order."""
+    lock them in the same order; they are bound as one JSON array (a fan-out page moves a
+    thousand conversations)."""
     last: dict[tuple[str, str], int] = {}
     for owner, peer, message_id in sides:
         last[(owner, peer)] = max(last.get((owner, peer), 0), message_id)
     if not last:
         return
-    rows = [
-        {"owner_id": owner, "peer_id": peer, "last_message_id": top}
-        for (owner, peer), top in sorted(last.items())
-    ]
-    session.execute(_upsert(session), rows)
-
-
-def _upsert(session: Session) -> Insert:
-    if session.get_bind().dialect.name in ("mysql", "mariadb"):
-        ins = mysql.insert(Conversation)
-        return ins.on_duplicate_key_update(
-            last_message_id=func.greatest(Conversation.last_message_id, ins.inserted.last_message_id)
-        )
-    lite = sqlite.insert(Conversation)
-    return lite.on_conflict_do_update(
-        index_elements=[Conversation.owner_id, Conversation.peer_id],
-        set_={"last_message_id": func.max(Conversation.last_message_id, lite.excluded.last_message_id)},
+    rows = [(owner, peer, top) for (owner, peer), top in sorted(last.items())]
+    sides_table = json_rows.table(
+        session, "sides", [("owner", json_rows.ID), ("peer", json_rows.ID), ("top", json_rows.BIGINT)]
     )
+    insert = (
+        "INSERT INTO conversations (owner_id, peer_id, last_message_id) "  # noqa: S608 - no values
+        f"SELECT j.owner, j.peer, j.top FROM {sides_table}"
+    )
+    if json_rows.is_mysql(session):
+        upsert = (
+            " ON DUPLICATE KEY UPDATE last_message_id = GREATEST(last_message_id, VALUES(last_message_id))"
+        )
+    else:  # "WHERE true": SQLite would read ON CONFLICT as part of a join
+        upsert = (
+            " WHERE true ON CONFLICT (owner_id, peer_id)"
+            " DO UPDATE SET last_message_id = max(last_message_id, excluded.last_message_id)"
+        )
+    session.execute(text(insert + upsert), {"sides": json_rows.dumps(rows)})
 
 
 def page(

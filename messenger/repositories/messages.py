@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import cast
 
-from sqlalchemy import Table, func, insert, select, tuple_, update
+from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from messenger.models import Message, utcnow
+from messenger.models import Message, UTCDateTime, utcnow
+from messenger.repositories import json_rows
 
 MessageKey = tuple[str, str, str]  # (sender_id, client_msg_id, recipient_id): the idempotency key
 
@@ -94,41 +94,35 @@ def store_many(
 def store_copies(
     session: Session, sender: str, client_msg_id: str, body: str, list_id: str, recipients: Sequence[str]
 ) -> tuple[list[tuple[int, str]], datetime]:
-    """Store one copy of a mass message per recipient that has none yet, in one multi-row
-    INSERT; returns (id, recipient) of the copies stored now, and their ``sent_at``.
+    """Store one copy of a mass message per recipient that has none yet, in one INSERT;
+    returns (id, recipient) of the copies stored now, and their ``sent_at``.
 
-    The fan-out's version of :func:`store_many`: no ORM objects (a page of a thousand copies
-    spent most of its time building them), and only the recipients already served are read
-    back, through one range of the unique key.
+    The fan-out's version of :func:`store_many`: no ORM objects, the recipients bound as one
+    JSON array (:mod:`json_rows`), the message's fields once, and the recipients already served
+    skipped inside the statement, through the unique key.
     """
-    served = set(
-        session.scalars(
-            select(Message.recipient_id).where(
-                Message.sender_id == sender,
-                Message.client_msg_id == client_msg_id,
-                Message.recipient_id.in_(sorted(set(recipients))),
-            )
-        )
-    )
     now = utcnow()
-    fresh = [r for r in dict.fromkeys(recipients) if r not in served]
-    if not fresh:
+    wanted = list(dict.fromkeys(recipients))
+    if not wanted:
         return [], now
-    values = [
+    statement = text(
+        "INSERT INTO messages (sender_id, recipient_id, client_msg_id, body, blocked, list_id, sent_at) "  # noqa: S608 - no values
+        "SELECT :sender, j.id, :client_msg_id, :body, :blocked, :list_id, :sent_at "
+        f"FROM {json_rows.table(session, 'ids', [('id', json_rows.ID)])} WHERE NOT EXISTS ("
+        "SELECT 1 FROM messages AS m WHERE m.sender_id = :sender AND m.client_msg_id = :client_msg_id "
+        "AND m.recipient_id = j.id) RETURNING id, recipient_id"
+    ).bindparams(bindparam("sent_at", type_=UTCDateTime()))
+    rows = session.execute(
+        statement,
         {
-            "sender_id": sender,
-            "recipient_id": r,
+            "ids": json_rows.dumps(wanted),
+            "sender": sender,
             "client_msg_id": client_msg_id,
             "body": body,
             "blocked": False,
             "list_id": list_id,
             "sent_at": now,
-        }
-        for r in fresh
-    ]
-    table = cast(Table, Message.__table__)  # Core, not ORM: no objects for a thousand rows
-    rows = session.execute(
-        insert(table).returning(table.c.id, table.c.recipient_id, sort_by_parameter_order=True), values
+        },
     )
     return [(int(message_id), recipient) for message_id, recipient in rows], now
 
