@@ -146,9 +146,13 @@ class FanoutRunner:
         self.owner = owner
         self._page_size = page_size
         self._lease_s = lease_s
+        #: (mass message, list, cursor) this runner committed last: the next step reads the list
+        #: from there without reading the row first (its locked read checks the cursor anyway)
+        self._resume: tuple[int, str, str | None] | None = None
 
     def claim(self) -> int | None:
         """Take the oldest mass message that needs a worker; its id, or None."""
+        self._resume = None
         now = utcnow()
         with unit_of_work(self._sessions) as session:
             for candidate in mass_messages.claimable(session, self.owner, now):
@@ -174,11 +178,15 @@ class FanoutRunner:
 
     def step(self, mass_message_id: int) -> Chunk:
         """Expand the next page of members. Raises StoreUnavailable (retry later: nothing moved)."""
-        with unit_of_work(self._sessions) as session:
-            mm = mass_messages.get(session, mass_message_id)
-            if mm is None or mm.status not in mass_messages.ACTIVE or mm.lease_owner != self.owner:
-                return Chunk([], done=True)
-            list_id, cursor = mm.list_id, mm.cursor
+        resume, self._resume = self._resume, None
+        if resume is not None and resume[0] == mass_message_id:
+            _, list_id, cursor = resume
+        else:
+            with unit_of_work(self._sessions) as session:
+                mm = mass_messages.get(session, mass_message_id)
+                if mm is None or mm.status not in mass_messages.ACTIVE or mm.lease_owner != self.owner:
+                    return Chunk([], done=True)
+                list_id, cursor = mm.list_id, mm.cursor
         try:
             page = self._lists.members(list_id, after=cursor, limit=self._page_size)
         except ServiceUnavailable as exc:
@@ -221,6 +229,8 @@ class FanoutRunner:
                     mm.stored,
                     mm.skipped,
                 )
+        if not done:
+            self._resume = (mass_message_id, list_id, page.next)
         return Chunk(out, done)
 
     def _store_page(self, session: Session, mm: MassMessage, members: list[str]) -> list[Outbound]:
