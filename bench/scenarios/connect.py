@@ -841,85 +841,20 @@ def measure_idle(
         finally:
             meter.stop()
             phase_meter.stop()
-        online = sum(s["online"] for s in summaries)
-        failed = sum(s["failed"] for s in summaries)
-        ended = max(s["ended"] for s in summaries)
-        elapsed = ended - start
-        failures: Counter[str] = Counter()
-        times: list[float] = []
-        latencies: list[float] = []
-        for s in summaries:
-            failures.update(s["failures"])
-            times += s["times"]
-            latencies += s["latencies_ms"]
-        result.check(f"every idle client connected and announced online ({online:,} of {n:,})", online == n)
-        if failures:
-            result.notes.append(
-                f"idle clients failed ({failed:,}): "
-                + ", ".join(f"{why}: {k}" for why, k in failures.most_common(5))
-            )
-        result.row("idle: time to connect all", round(elapsed, 2), "s")
-        result.row(
-            "idle: connects/s (Will + online presence)", round(online / elapsed, 1) if elapsed else None, "/s"
-        )
-        lat = sorted(latencies)
-        result.row("idle: CONNECT to presence PUBACK p99", percentile(lat, 0.99), "ms")
-        result.series.setdefault("latency_ms", {})["CONNECT to online PUBACK (idle)"] = _sample(latencies)
-        result.series.setdefault("throughput", {})["idle connects/s (with presence)"] = _per_second(
-            times, start
-        )
-        result.notes.append(
-            f"CPU while connecting the idle clients (share of one core): {_cpu_line(phase_meter)}"
-        )
-
-        progress.step(f"connect on {stack.name}: presence mirrored into {reader.where.split(' ')[0]}")
-        try:
-            mirrored, reached = wait_until(reader.online, online, MIRROR_TIMEOUT_S)
-        except (redis.RedisError, httpx.HTTPError) as exc:
-            mirrored, reached = 0, None
-            result.notes.append(f"could not read presence: {type(exc).__name__}: {exc}")
-        result.row(f"idle: online in {'Redis' if reader.redis else 'presence (REST)'}", mirrored)
-        lag = None if reached is None else round(max(0.0, reached - ended), 2)
-        result.row("idle: presence all mirrored, after the last PUBACK", lag, "s")
-        result.check(
-            f"every online presence shows in {reader.where} ({mirrored:,} of {online:,}"
-            f"{'' if reached is not None else f', waited {MIRROR_TIMEOUT_S:g} s'})",
-            mirrored == online and reached is not None,
-        )
-        if reached is not None:
-            result.notes.append(
-                f"all {mirrored:,} devices online in {reader.where} {reached - start:.1f} s after the "
-                f"first idle CONNECT ({elapsed:.1f} s to connect them; polled every 0.25 s)"
-            )
-
+        online, ended = _report_connected(result, summaries, n, start, phase_meter)
+        _check_mirrored(result, reader, progress, online, start, ended)
         broker_rss1 = rss_kib(broker[1]) if broker else None
-        clients_rss1 = sum(s["rss_kib"] or 0 for s in summaries)
         if broker is not None and broker_rss0 is not None and broker_rss1 is not None:
             result.row(f"{broker[0]} RSS before", round(broker_rss0 / 1024, 1), "MiB")
             result.row(f"{broker[0]} RSS holding them", round(broker_rss1 / 1024, 1), "MiB")
             if online:
-                result.row(
-                    "broker memory per connection", round((broker_rss1 - broker_rss0) / online, 1), "KiB"
-                )
+                per = (broker_rss1 - broker_rss0) / online
+                result.row("broker memory per connection", round(per, 1), "KiB")
         if online:
-            result.row(
-                "bench client memory per connection", round((clients_rss1 - clients_rss0) / online, 1), "KiB"
-            )
-
-        progress.step(f"connect on {stack.name}: holding {online:,} connections {args.hold:g} s")
-        hold_until = time.monotonic() + args.hold
-        while (left := hold_until - time.monotonic()) > 0:
-            progress.update(args.hold - left, args.hold)
-            time.sleep(min(left, 0.2))
-        pool.send_all("status")
-        statuses = pool.gather("status", 30)
-        held = sum(s[0] for s in statuses)
-        lost = sum(s[1] for s in statuses)
-        result.row("idle connections held", held, "", IDLE_TARGET)
-        result.check(
-            f"all {online:,} idle connections still held after {args.hold:g} s ({lost} lost)",
-            held == online and not lost,
-        )
+            clients_rss1 = sum(s["rss_kib"] or 0 for s in summaries)
+            per = (clients_rss1 - clients_rss0) / online
+            result.row("bench client memory per connection", round(per, 1), "KiB")
+        held = _hold(result, pool, progress, online, args.hold)
 
         progress.step(f"connect on {stack.name}: {held:,} clients announcing offline, disconnecting")
         pool.send_all("stop")
@@ -930,7 +865,7 @@ def measure_idle(
             f"every idle client announced offline and disconnected ({acked:,} of {held:,})", acked == held
         )
         if reader.redis is not None:
-            gone, _took = wait_until(lambda: online - reader.online(), online, 30)
+            gone, _ = wait_until(lambda: online - reader.online(), online, 30)
             if gone != online:
                 result.notes.append(
                     f"{online - gone:,} devices still online in Redis 30 s after they went offline"
@@ -944,6 +879,82 @@ def measure_idle(
         with contextlib.suppress(redis.RedisError):
             reader.forget()
         reader.close()
+
+
+def _report_connected(
+    result: Result, summaries: list[dict[str, Any]], n: int, start: float, meter: CpuMeter
+) -> tuple[int, float]:
+    """Rows for the idle clients' connecting: ``(how many are online, when the last got its PUBACK)``."""
+    online = sum(s["online"] for s in summaries)
+    failed = sum(s["failed"] for s in summaries)
+    ended = max(s["ended"] for s in summaries)
+    elapsed = ended - start
+    failures: Counter[str] = Counter()
+    times: list[float] = []
+    latencies: list[float] = []
+    for s in summaries:
+        failures.update(s["failures"])
+        times += s["times"]
+        latencies += s["latencies_ms"]
+    result.check(f"every idle client connected and announced online ({online:,} of {n:,})", online == n)
+    if failures:
+        result.notes.append(
+            f"idle clients failed ({failed:,}): "
+            + ", ".join(f"{why}: {k}" for why, k in failures.most_common(5))
+        )
+    result.row("idle: time to connect all", round(elapsed, 2), "s")
+    result.row(
+        "idle: connects/s (Will + online presence)", round(online / elapsed, 1) if elapsed else None, "/s"
+    )
+    result.row("idle: CONNECT to presence PUBACK p99", percentile(sorted(latencies), 0.99), "ms")
+    result.series.setdefault("latency_ms", {})["CONNECT to online PUBACK (idle)"] = _sample(latencies)
+    result.series.setdefault("throughput", {})["idle connects/s (with presence)"] = _per_second(times, start)
+    result.notes.append(f"CPU while connecting the idle clients (share of one core): {_cpu_line(meter)}")
+    return online, ended
+
+
+def _check_mirrored(
+    result: Result, reader: PresenceReader, progress: Progress, online: int, start: float, ended: float
+) -> None:
+    """Wait until the presence store shows every online device; how long after the last PUBACK."""
+    progress.step(f"presence of {online:,} devices in {reader.where.split(' ')[0]}")
+    try:
+        mirrored, reached = wait_until(reader.online, online, MIRROR_TIMEOUT_S)
+    except (redis.RedisError, httpx.HTTPError) as exc:
+        mirrored, reached = 0, None
+        result.notes.append(f"could not read presence: {type(exc).__name__}: {exc}")
+    result.row(f"idle: online in {'Redis' if reader.redis else 'presence (REST)'}", mirrored)
+    lag = None if reached is None else round(max(0.0, reached - ended), 2)
+    result.row("idle: presence all mirrored, after the last PUBACK", lag, "s")
+    result.check(
+        f"every online presence shows in {reader.where} ({mirrored:,} of {online:,}"
+        f"{'' if reached is not None else f', waited {MIRROR_TIMEOUT_S:g} s'})",
+        mirrored == online and reached is not None,
+    )
+    if reached is not None:
+        result.notes.append(
+            f"all {mirrored:,} devices online in {reader.where} {reached - start:.1f} s after the first "
+            f"idle CONNECT ({ended - start:.1f} s to connect them; polled every 0.25 s)"
+        )
+
+
+def _hold(result: Result, pool: _Pool, progress: Progress, online: int, hold: float) -> int:
+    """Keep the connections ``hold`` seconds, then count those still there."""
+    progress.step(f"holding {online:,} connections {hold:g} s")
+    hold_until = time.monotonic() + hold
+    while (left := hold_until - time.monotonic()) > 0:
+        progress.update(hold - left, hold)
+        time.sleep(min(left, 0.2))
+    pool.send_all("status")
+    statuses = pool.gather("status", 30)
+    held = sum(s[0] for s in statuses)
+    lost = sum(s[1] for s in statuses)
+    result.row("idle connections held", held, "", IDLE_TARGET)
+    result.check(
+        f"all {online:,} idle connections still held after {hold:g} s ({lost} lost)",
+        held == online and not lost,
+    )
+    return int(held)
 
 
 # --- the scenario ---------------------------------------------------------------------------------
