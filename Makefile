@@ -40,8 +40,10 @@ typecheck: $(VENV)/.installed
 
 check: lint typecheck
 
-bench: $(VENV)/.installed
-	$(BIN)/python bench/throughput.py
+# The benchmark suite (docs/performance.md): make bench SCENARIOS="pipeline connect" ARGS="--stack production"
+SCENARIOS ?= all
+bench: $(VENV)/.installed plugin
+	$(BIN)/python -m bench $(SCENARIOS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
