@@ -15,7 +15,9 @@ there too. The stacks run with the send rate limit off. After the POST phase the
 hold exactly one row per 201 answer (the run's client ids carry a per-run prefix).
 
 Requests/s counts 2xx answers completed inside the measured window; latency is that of those
-answers. Non-2xx answers and failed requests are counted for the whole phase, warm-up included.
+answers; "stack CPU/request" is the CPU time of the stack's processes (database included, load
+generator not) in the window per such answer. Non-2xx answers and failed requests are counted
+for the whole phase, warm-up included.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
@@ -179,6 +182,17 @@ def stored_sends(
         engine.dispose()
 
 
+def combined(meters: Iterable[CpuMeter]) -> CpuMeter:
+    """One meter's readings over every window of ``meters``."""
+    total = CpuMeter({})
+    for m in meters:
+        total.elapsed += m.elapsed
+        total.machine += m.machine
+        for name, seconds in m.used.items():
+            total.used[name] = total.used.get(name, 0.0) + seconds
+    return total
+
+
 def _subsample(values: list[float], limit: int = MAX_SERIES_POINTS) -> list[float]:
     if len(values) <= limit:
         return [round(v, 3) for v in values]
@@ -230,16 +244,18 @@ def run(stack: Stack, args: argparse.Namespace, progress: Progress) -> Result:
     post_tokens = tuple(token(s) for s in senders)
     post = Phase("POST", 0.0, o.warmup, o.duration, o.concurrency, o.timeout, post_tokens, recipient, prefix)
     loaders = LoadProcesses(stack.api_url, o.procs)
-    meter = CpuMeter(stack.pids())
+    stack_pids = stack.pids()
+    meters = {"GET": CpuMeter(stack_pids), "POST": CpuMeter(stack_pids)}
     merged: dict[str, Merged] = {}
     try:
         progress.step(f"rest on {stack.name}: starting {o.procs} load processes")
         loaders.start()
-        meter.add(loaders.pids())
+        for meter in meters.values():
+            meter.add(loaders.pids())
         for phase in (get, post):
             progress.step(f"rest on {stack.name}: {phase.kind} /v1/messages")
             timed = replace(phase, start_at=time.monotonic() + 0.3)
-            merged[phase.kind] = Merged.of(loaders.run(timed, meter, progress))
+            merged[phase.kind] = Merged.of(loaders.run(timed, meters[phase.kind], progress))
     except LoadError as exc:
         result.check(f"the load ran ({exc})", False)
         return result
@@ -247,7 +263,10 @@ def run(stack: Stack, args: argparse.Namespace, progress: Progress) -> Result:
         loaders.stop()
         progress.finish()
 
-    result.cpu = meter.shares()
+    result.cpu = combined(meters.values()).shares()
+    for kind, meter in meters.items():
+        split = ", ".join(f"{name} {share:.0%}" for name, share in meter.shares().items() if share >= 0.005)
+        result.notes.append(f"CPU in the {kind} window (share of one core): {split}")
     window = o.duration
     labels = {"GET": ("GET history", "GET req/s"), "POST": ("POST send", "POST req/s")}
     for kind, m in merged.items():
@@ -255,6 +274,9 @@ def run(stack: Stack, args: argparse.Namespace, progress: Progress) -> Result:
         result.row(metric, m.ok / window, "req/s")
         result.row(f"{metric} p50", percentile(m.latencies_ms, 0.5), "ms")
         result.row(f"{metric} p99", percentile(m.latencies_ms, 0.99), "ms")
+        # CPU time is far less sensitive than req/s to whatever else the machine runs
+        stack_cpu = sum(seconds for name, seconds in meters[kind].used.items() if name in stack_pids)
+        result.row(f"{metric} stack CPU/request", stack_cpu * 1000 / m.ok if m.ok else None, "ms")
         result.series.setdefault("latency_ms", {})[metric] = _subsample(m.latencies_ms)
         offset = 0.0 if kind == "GET" else o.duration
         result.series.setdefault("throughput", {})[series_label] = [
