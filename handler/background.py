@@ -18,10 +18,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from messenger import actions, tipping
 from messenger.actions import Outbound
+from messenger.child_publisher import ChildPublisher
 from messenger.exceptions import ServiceUnavailable, StoreUnavailable
 from messenger.fanout import FanoutRunner
 from messenger.metrics import Metrics
-from messenger.mqtt import Confirmation, MqttPublisher, service_client
+from messenger.mqtt import Pending
 from messenger.services import Services
 from messenger.services.billing import Billing
 from messenger.settings import HandlerSettings
@@ -32,7 +33,7 @@ logger = logging.getLogger(__name__)
 MAX_BACKOFF_S = 5.0
 
 #: Hands messages to the broker; the confirmation waits until the broker has taken them.
-Publish = Callable[[list[Outbound]], Confirmation]
+Publish = Callable[[list[Outbound]], Pending]
 
 #: How long a page's publishes may take to be acknowledged by the broker.
 PUBLISH_TIMEOUT_S = 30.0
@@ -65,7 +66,7 @@ class BackgroundWork:
         self._policy = tip_policy
         self._poll_s = poll_s
         self._metrics = metrics
-        self._in_flight: Confirmation | None = None  # the fan-out page the broker is taking
+        self._in_flight: Pending | None = None  # the fan-out page the broker is taking
         self._stopping = threading.Event()
         self._fanout_wake = threading.Event()
         self._tips_wake = threading.Event()
@@ -179,7 +180,7 @@ class BackgroundWork:
         if out:
             self._in_flight_wait(self._send_tracked(out))
 
-    def _send_tracked(self, out: list[Outbound]) -> Confirmation | None:
+    def _send_tracked(self, out: list[Outbound]) -> Pending | None:
         if not out:
             return None
         actions.count(self._metrics, out, via="mqtt")
@@ -190,7 +191,7 @@ class BackgroundWork:
         self._in_flight_wait(confirmation)
 
     @staticmethod
-    def _in_flight_wait(confirmation: Confirmation | None) -> None:
+    def _in_flight_wait(confirmation: Pending | None) -> None:
         if confirmation is not None and not confirmation.wait(PUBLISH_TIMEOUT_S):
             logger.warning(
                 "the broker did not take %d publishes in time; stored, delivered on sync", len(confirmation)
@@ -198,10 +199,10 @@ class BackgroundWork:
 
 
 class Background:
-    """A :class:`BackgroundWork` with the MQTT connection it publishes on, as a handler, a
+    """A :class:`BackgroundWork` with the publisher it sends through, as a handler, a
     ``messenger worker`` and ``messenger serve`` each run it."""
 
-    def __init__(self, work: BackgroundWork, publisher: MqttPublisher) -> None:
+    def __init__(self, work: BackgroundWork, publisher: ChildPublisher) -> None:
         self.work, self.publisher = work, publisher
 
     @classmethod
@@ -216,13 +217,9 @@ class Background:
     ) -> Background:
         """Fan-out and tip settlement for the process ``name`` (the owner of its leases); their
         results go out on a connection of their own (``{name}-background``), beside any
-        command stream."""
-        # no in-flight limit in paho: with one, every PUBACK rescans all the unacknowledged
-        # messages (quadratic in a fan-out page: a third of a worker's CPU); the fan-out bounds
-        # what is in flight itself, one page
-        publisher = MqttPublisher(
-            service_client(user=settings.service_user, token=token, name=f"{name}-background", max_inflight=0)
-        )
+        command stream, from a child process: publishing a fan-out's copies costs paho twice
+        what storing them costs, and there it does not take the GIL from the fan-out."""
+        publisher = ChildPublisher(user=settings.service_user, token=token, name=f"{name}-background")
         work = BackgroundWork(
             FanoutRunner(
                 sessions,
@@ -243,7 +240,7 @@ class Background:
         self.work.wake()
 
     def start(self, host: str, port: int, *, wait_s: float | None = None) -> None:
-        """Connect (waiting ``wait_s`` for the broker, or not at all) and start the threads."""
+        """Start the publisher (waiting ``wait_s`` for it to connect, or not at all) and the threads."""
         self.publisher.start(host, port, wait_s=wait_s)
         self.work.start()
 

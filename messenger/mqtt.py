@@ -199,6 +199,17 @@ class ServiceSubscriber:
         raise NotImplementedError
 
 
+class Pending(Protocol):
+    """Publishes handed over without waiting (:class:`Confirmation`, or a batch given to
+    :class:`~messenger.child_publisher.ChildPublisher`)."""
+
+    def __len__(self) -> int: ...
+
+    def wait(self, timeout_s: float = 30.0) -> bool:
+        """True once the broker acknowledged every publish; False after ``timeout_s``."""
+        ...
+
+
 class Confirmation:
     """QoS 1 publishes handed to paho; :meth:`wait` says whether the broker took them all."""
 
