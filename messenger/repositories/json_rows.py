@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session
 #: An id column, compared with the tables' ids (case-sensitive, as migration 0002 made them).
 ID = "VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 BIGINT = "BIGINT"
+#: (sender, client id) pairs: how a send is looked up by the id its sender gave it.
+CLIENT_ID_PAIR = (("sender", ID), ("client_msg_id", ID))
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
