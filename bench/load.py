@@ -27,6 +27,7 @@ import multiprocessing
 import resource
 import selectors
 import socket
+import threading
 import time
 from array import array
 from collections.abc import Callable
@@ -38,6 +39,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
+
+from acl.tokens import issue_token
+from messenger.constants import DEV_SECRET
 
 HOST = "127.0.0.1"
 INFLIGHT = 1000
@@ -84,6 +88,75 @@ class StepReport:
         return len(self.ids) - self.unique
 
 
+# --- one threaded client (the fan-out's creator and probe) --------------------------------------
+
+
+def no_delay(client: mqtt.Client) -> None:
+    """TCP_NODELAY on the client's socket. paho leaves Nagle on: a client that sends a PUBLISH
+    right after a PUBACK then waits for the broker's delayed ACK (40 ms on Linux), which a
+    latency probe would count as the product's latency."""
+
+    def on_socket_open(_c: object, _u: object, sock: Any) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    client.on_socket_open = on_socket_open
+
+
+def open_client(
+    port: int,
+    user: str,
+    suffix: str,
+    on_message: Callable[..., None],
+    topic: str,
+    timeout: float,
+    *,
+    token: str | None = None,
+    nodelay: bool = False,
+) -> mqtt.Client:
+    """A connected paho client (own network thread) subscribed to ``topic`` at QoS 1; its token
+    is ``token``, or a member's signed with the development secret."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"{user}/{suffix}", protocol=mqtt.MQTTv311, clean_session=True
+    )
+    client.username_pw_set(user, token or issue_token(DEV_SECRET, user))
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    if nodelay:
+        no_delay(client)
+    connacks: list[ReasonCode] = []
+    subacks: list[list[ReasonCode]] = []
+    changed = threading.Condition()
+
+    def on_connect(_c: object, _u: object, _f: object, reason: ReasonCode, _p: object) -> None:
+        with changed:
+            connacks.append(reason)
+            changed.notify_all()
+
+    def on_subscribe(_c: object, _u: object, _mid: int, reasons: list[ReasonCode], _p: object) -> None:
+        with changed:
+            subacks.append(reasons)
+            changed.notify_all()
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    client.connect(HOST, port)
+    client.loop_start()
+    try:
+        with changed:
+            if not changed.wait_for(lambda: connacks, timeout) or connacks[0].is_failure:
+                raise LoadError(f"{user}: CONNECT {connacks[0] if connacks else 'got no CONNACK'}")
+        client.subscribe(topic, qos=1)
+        with changed:
+            if not changed.wait_for(lambda: subacks, timeout) or subacks[0][0].is_failure:
+                raise LoadError(f"{user}: SUBSCRIBE {topic} {subacks[0] if subacks else 'got no SUBACK'}")
+    except BaseException:
+        client.disconnect()
+        client.loop_stop()
+        raise
+    return client
+
+
 # --- inside the child processes -------------------------------------------------------------------
 
 
@@ -126,9 +199,6 @@ class _Loop:
         client.max_inflight_messages_set(INFLIGHT)
         client.max_queued_messages_set(0)
 
-        def on_socket_open(_c: object, _u: object, sock: Any) -> None:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
         def on_connect(c: mqtt.Client, idx: int, _f: object, reason: ReasonCode, _p: object) -> None:
             if reason.is_failure:
                 self.failures.append(f"{ident.user}: CONNECT {reason}")
@@ -143,7 +213,7 @@ class _Loop:
                 self.failures.append(f"{ident.user}: SUBSCRIBE {subscribe} {reasons[0]}")
             self.pending.discard(idx)
 
-        client.on_socket_open = on_socket_open
+        no_delay(client)
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe
         if on_message is not None:

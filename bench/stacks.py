@@ -41,6 +41,8 @@ from scripts.topology import DEFAULT_REDIS_URL, ROOT, Topology
 
 STACKS = ("embedded", "production")
 DEFAULT_BENCH_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/messenger_bench"
+#: Starts of the production topology before giving up (a free port can be taken before it is bound).
+START_ATTEMPTS = 3
 _BANNER = re.compile(r"(MQTT|REST API)\s+(?:mqtt|http)://([\d.]+):(\d+)")
 
 
@@ -49,12 +51,25 @@ class StackError(Exception):
 
 
 class Stack(Protocol):
-    name: str
-    mqtt_port: int
-    api_url: str
-    database_url: str
-    redis_url: str | None
-    secret: str
+    """What a scenario gets: where the stack listens, its database, and the token secret."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def mqtt_port(self) -> int: ...
+
+    @property
+    def api_url(self) -> str: ...
+
+    @property
+    def database_url(self) -> str: ...
+
+    @property
+    def redis_url(self) -> str | None: ...
+
+    @property
+    def secret(self) -> str: ...
 
     def pids(self) -> dict[str, int]: ...
 
@@ -86,6 +101,18 @@ def ensure_database(url: str) -> None:
         server.dispose()
 
 
+def children(pids: dict[str, int]) -> dict[str, int]:
+    """The child processes of named processes (a handler's publisher process, say), named after
+    their parent: their CPU belongs in the split too."""
+    found = {}
+    for name, pid in pids.items():
+        with contextlib.suppress(OSError):
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+            for n, kid in enumerate(kids, 1):
+                found[f"{name} child{'' if len(kids) == 1 else f' {n}'}"] = int(kid)
+    return found
+
+
 def bench_engine(stack: Stack) -> Engine:
     return create_db_engine(stack.database_url)
 
@@ -107,6 +134,7 @@ class EmbeddedStack:
         self.database_url = f"sqlite:///{self._dir}/messenger.db"
         self.log = self._dir / "serve.log"
         self.proc: subprocess.Popen[str] | None = None
+        self._banner: threading.Thread | None = None
 
     def start(self) -> EmbeddedStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESSENGER_")}
@@ -145,7 +173,8 @@ class EmbeddedStack:
                     banner_done.set()
             banner_done.set()
 
-        threading.Thread(target=read_banner, daemon=True).start()
+        self._banner = threading.Thread(target=read_banner, name="serve-banner", daemon=True)
+        self._banner.start()
         if not banner_done.wait(60) or len(found) < 2:
             self.stop()
             raise StackError(f"messenger serve did not print its listeners:\n{self.tail()}")
@@ -165,20 +194,28 @@ class EmbeddedStack:
         return "\n".join(text_[-lines:]) or "(nothing on stderr)"
 
     def pids(self) -> dict[str, int]:
-        return {"messenger serve": self.proc.pid} if self.proc and self.proc.poll() is None else {}
+        if self.proc is None or self.proc.poll() is not None:
+            return {}
+        found = {"messenger serve": self.proc.pid}
+        return found | children(found)
 
     def describe(self) -> str:
         presence = "Redis" if self.redis_url else "in process"
         return f"messenger serve (amqtt, SQLite, presence {presence})"
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(10)
+            if self._banner is not None:
+                self._banner.join(5)  # it reads stdout to its end, which the exit closed
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
         shutil.rmtree(self._dir, ignore_errors=True)
 
 
@@ -191,7 +228,10 @@ class ProductionStack:
     secret: str = DEV_SECRET
 
     def __post_init__(self) -> None:
-        self.topology = Topology(
+        self.topology = self._new_topology()
+
+    def _new_topology(self) -> Topology:
+        return Topology(
             database_url=self.options.database_url,
             redis_url=self.options.redis_url,
             handlers=self.options.handlers,
@@ -218,11 +258,18 @@ class ProductionStack:
 
     def start(self) -> ProductionStack:
         ensure_database(self.options.database_url)
-        try:
-            self.topology.start()
-        except Exception as exc:
-            raise StackError(f"the production topology did not start: {exc}\n{self.tail()}") from exc
-        return self
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self.topology.start()
+                return self
+            except Exception as exc:
+                # Topology picks free ports before its processes bind them: another program on
+                # the machine can take one in between. Start again on new ports.
+                if attempt == START_ATTEMPTS:
+                    raise StackError(f"the production topology did not start: {exc}\n{self.tail()}") from exc
+                self.topology.cleanup()
+                self.topology = self._new_topology()
+        raise AssertionError("unreachable")
 
     def tail(self, lines: int = 10) -> str:
         assert self.topology.workdir is not None  # noqa: S101 - set by Topology
@@ -234,6 +281,7 @@ class ProductionStack:
 
     def pids(self) -> dict[str, int]:
         found = {name: proc.pid for name, proc in self.topology.procs.items() if proc.poll() is None}
+        found |= children(found)
         if (db := database_pid()) is not None:
             found["mariadbd"] = db
         return found

@@ -22,38 +22,495 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing
+import random
+import selectors
+import threading
 import time
-from datetime import UTC, datetime
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
+from typing import Any
 
 import paho.mqtt.client as mqtt
-from sqlalchemy import Engine, select
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+from sqlalchemy import Engine, and_, func, insert, select
 
 from acl.principal import Role
 from acl.tokens import issue_token
-from bench.fanout import (
-    TOKEN_TTL,
-    Creator,
-    DbCheck,
-    MemberPool,
-    Plan,
-    Probe,
-    close_client,
-    mass_body,
-    read_mass,
-    seconds,
-    seed,
-)
+from bench.load import LoadError, no_delay, open_client
 from bench.scenarios import Scenario
 from bench.stacks import Stack, bench_engine
 from bench.suite import CpuMeter, Progress, Result, percentile
-from bench.topology import BenchError, open_client
-from messenger.models import Message
+from messenger.constants import DEV_SECRET
+from messenger.models import BlockedUser, Conversation, ListMember, MassMessage, MemberList, Message, User
 
 #: --quick: members, online members, seconds of baseline
 QUICK = (2_000, 20, 1.0)
 #: After the status is ``sent``, how long the last online copies may take.
 GRACE_S = 30.0
 POLL_S = 0.1
+HOST = "127.0.0.1"
+#: Rows per INSERT when seeding.
+SEED_CHUNK = 5_000
+#: Tokens outlive the longest run.
+TOKEN_TTL = timedelta(hours=3)
+
+
+# --- the run's users --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Who is who in one run; every id carries the run's tag."""
+
+    tag: str
+    creator: str
+    list_id: str
+    members: list[str]  # in list order
+    blocked: frozenset[int]  # indices of members who block the creator
+    online: list[int]  # indices of the members who are connected
+    probe: tuple[str, str]
+    mass_client_id: str
+
+    @classmethod
+    def make(cls, members: int, online: int, blocked_pct: float) -> Plan:
+        tag = uuid.uuid4().hex[:6]
+        rng = random.Random(tag)
+        width = len(str(members - 1))
+        ids = [f"fm{tag}-{i:0{width}d}" for i in range(members)]  # sort like their index
+        # online members spread evenly over the list, so the last copies are watched too
+        on = sorted({i * members // online for i in range(online)}) if online else []
+        n_blocked = math.floor(members * blocked_pct / 100)
+        # the same share of the online members blocks the creator (at least one when any
+        # member does), so the bench sees that they get nothing; the rest at random
+        on_blocked = min(n_blocked, len(on), max(1 if n_blocked else 0, round(len(on) * blocked_pct / 100)))
+        picked = set(on[:: max(1, len(on) // on_blocked)][:on_blocked]) if on_blocked else set()
+        offline = sorted(set(range(members)) - set(on))
+        picked |= set(rng.sample(offline, min(len(offline), n_blocked - len(picked))))
+        return cls(
+            tag=tag,
+            creator=f"fc{tag}",
+            list_id=f"fl{tag}",
+            members=ids,
+            blocked=frozenset(picked),
+            online=on,
+            probe=(f"fp{tag}-a", f"fp{tag}-b"),
+            mass_client_id=f"mass-{tag}",
+        )
+
+    @property
+    def expected_copies(self) -> int:
+        return len(self.members) - len(self.blocked)
+
+
+def seed(engine: Engine, plan: Plan) -> float:
+    """Insert the creator, the members, the list and the blocks; seconds it took."""
+    start = time.perf_counter()
+
+    def chunks(rows: list[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+        for n in range(0, len(rows), SEED_CHUNK):
+            yield rows[n : n + SEED_CHUNK]
+
+    with engine.begin() as conn:
+        conn.execute(insert(User), [{"id": plan.creator, "role": Role.CREATOR.value}])
+        conn.execute(insert(MemberList), [{"id": plan.list_id, "owner_id": plan.creator, "name": plan.tag}])
+    for rows in chunks([{"id": m, "role": Role.MEMBER.value} for m in plan.members]):
+        with engine.begin() as conn:
+            conn.execute(insert(User), rows)
+    for rows in chunks([{"list_id": plan.list_id, "member_id": m} for m in plan.members]):
+        with engine.begin() as conn:
+            conn.execute(insert(ListMember), rows)
+    blocks = [{"blocker_id": plan.members[i], "blocked_id": plan.creator} for i in sorted(plan.blocked)]
+    for rows in chunks(blocks):
+        with engine.begin() as conn:
+            conn.execute(insert(BlockedUser), rows)
+    return time.perf_counter() - start
+
+
+# --- online members: child processes, one epoll loop each ---------------------------------------
+
+
+def members_main(
+    conn: Connection,
+    port: int,
+    uids: list[str],
+    mass_client_id: str,
+    connect_timeout: float,
+    concurrency: int,
+) -> None:
+    """Connect ``uids`` and record when each gets the mass message's copy.
+
+    Commands from the parent on ``conn``: ``"status"`` -> ``(received, last receive time)``;
+    ``"stop"`` -> disconnect and answer with the results. Sends ``("ready", connected, some
+    failures, failed)`` once every client is subscribed or has failed.
+    """
+    sel = selectors.DefaultSelector()
+    clients: dict[str, mqtt.Client] = {}
+    by_fd: dict[int, mqtt.Client] = {}
+    connecting: dict[str, float] = {}  # uid -> when its CONNECT went out
+    ready: set[str] = set()
+    failures: dict[str, str] = {}
+    received: dict[str, float] = {}
+    counts = {"duplicates": 0, "other": 0, "disconnects": 0}
+    waiting = list(reversed(uids))
+    announced = False
+
+    def on_connect(c: mqtt.Client, uid: str, _f: object, reason: ReasonCode, _p: object) -> None:
+        if reason.is_failure:
+            failures[uid] = f"CONNECT {reason}"
+            connecting.pop(uid, None)
+        else:
+            c.subscribe(f"users/{uid}/messages", qos=1)
+
+    def on_subscribe(_c: object, uid: str, _mid: int, reasons: list[ReasonCode], _p: object) -> None:
+        connecting.pop(uid, None)
+        if reasons[0].is_failure:
+            failures[uid] = f"SUBSCRIBE {reasons[0]}"
+        else:
+            ready.add(uid)
+
+    def on_message(_c: object, uid: str, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        if json.loads(msg.payload).get("client_id") != mass_client_id:
+            counts["other"] += 1
+        elif uid in received:
+            counts["duplicates"] += 1
+        else:
+            received[uid] = now
+
+    def lost(c: mqtt.Client, fd: int) -> None:
+        uid = c.user_data_get()
+        sel.unregister(fd)
+        del by_fd[fd]
+        if uid in ready:
+            counts["disconnects"] += 1
+            ready.discard(uid)
+        elif uid not in failures:
+            failures[uid] = "connection closed"
+            connecting.pop(uid, None)
+
+    def start_one(uid: str) -> None:
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=f"{uid}/fanout",
+            protocol=mqtt.MQTTv311,
+            clean_session=True,
+            userdata=uid,
+            reconnect_on_failure=False,
+        )
+        c.username_pw_set(uid, issue_token(DEV_SECRET, uid, ttl=TOKEN_TTL))
+        no_delay(c)
+        c.on_connect = on_connect
+        c.on_subscribe = on_subscribe
+        c.on_message = on_message
+        clients[uid] = c
+        connecting[uid] = time.monotonic()
+        try:
+            c.connect(HOST, port, keepalive=300)  # no network thread: CONNECT is written here
+        except OSError as exc:
+            failures[uid] = f"{type(exc).__name__}: {exc}"
+            connecting.pop(uid)
+            return
+        sock = c.socket()
+        assert sock is not None  # noqa: S101 - connect() succeeded
+        fd = sock.fileno()
+        by_fd[fd] = c
+        sel.register(fd, selectors.EVENT_READ, c)
+
+    last_misc = time.monotonic()
+    while True:
+        while conn.poll():
+            command = conn.recv()
+            if command == "status":
+                conn.send(("status", len(received), max(received.values(), default=None)))
+            elif command == "stop":
+                result = {"received": received, "failures": failures, **counts}
+                for c in clients.values():
+                    c.disconnect()  # writes DISCONNECT at once (no network thread)
+                conn.send(("result", result))
+                return
+        while waiting and len(connecting) < concurrency:
+            start_one(waiting.pop())
+        now = time.monotonic()
+        for uid, since in list(connecting.items()):
+            if now - since > connect_timeout:
+                failures[uid] = f"no CONNACK/SUBACK within {connect_timeout:g} s"
+                del connecting[uid]
+        if not announced and not waiting and not connecting:
+            conn.send(("ready", len(ready), dict(list(failures.items())[:10]), len(failures)))
+            announced = True
+        for key, _ in sel.select(timeout=0.05):
+            c = key.data
+            if c.loop_read(max_packets=100) != mqtt.MQTT_ERR_SUCCESS or c.socket() is None:
+                lost(c, int(key.fd))
+                continue
+            if c.want_write():  # PUBACKs, the SUBSCRIBE sent from on_connect
+                c.loop_write()
+        if now - last_misc > 5.0:  # keepalive PINGREQs
+            last_misc = now
+            for fd, c in list(by_fd.items()):
+                if c.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                    lost(c, fd)
+
+
+class MemberPool:
+    """The online members, over ``procs`` child processes."""
+
+    def __init__(
+        self, port: int, uids: list[str], procs: int, mass_client_id: str, connect_timeout: float
+    ) -> None:
+        ctx = multiprocessing.get_context("spawn")  # no copy of this process's threads or pools
+        self.conns: list[Connection] = []
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        for n in range(procs):
+            part = uids[n::procs]
+            if not part:
+                continue
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=members_main,
+                args=(child, port, part, mass_client_id, connect_timeout, 50),
+                name=f"members-{n + 1}",
+                daemon=True,
+            )
+            proc.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(proc)
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {f"members-{n + 1}": p.pid for n, p in enumerate(self.procs) if p.pid is not None}
+
+    def _ask(self, conn: Connection, timeout: float, command: str | None = None) -> Any:
+        try:
+            if command is not None:
+                conn.send(command)
+            if not conn.poll(timeout):
+                raise LoadError(f"a member process did not answer {command or 'ready'} within {timeout:g} s")
+            return conn.recv()
+        except (EOFError, BrokenPipeError) as exc:
+            raise LoadError("a member process exited; its traceback is above") from exc
+
+    def wait_ready(self, timeout: float) -> tuple[int, dict[str, str], int]:
+        connected, failed = 0, 0
+        failures: dict[str, str] = {}
+        for conn in self.conns:
+            _, ok, some, n_failed = self._ask(conn, timeout)
+            connected += ok
+            failures |= some
+            failed += n_failed
+        return connected, failures, failed
+
+    def status(self) -> tuple[int, float | None]:
+        received, last = 0, None
+        for conn in self.conns:
+            _, n, at = self._ask(conn, 10, "status")
+            received += n
+            if at is not None:
+                last = at if last is None else max(last, at)
+        return received, last
+
+    def stop(self) -> dict[str, Any]:
+        merged: dict[str, Any] = {"received": {}, "failures": {}}
+        for conn in self.conns:
+            _, result = self._ask(conn, 30, "stop")
+            merged["received"] |= result.pop("received")
+            merged["failures"] |= result.pop("failures")
+            for key, value in result.items():
+                merged[key] = merged.get(key, 0) + value
+        self.close()
+        return merged
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.join(10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(5)
+        self.procs.clear()
+
+
+# --- the creator and the 1:1 probe (threaded paho clients in this process) ---------------------
+
+
+def close_client(client: mqtt.Client) -> None:
+    client.disconnect()
+    client.loop_stop()
+
+
+class Probe:
+    """Two members sending each other messages in turn at a fixed rate."""
+
+    def __init__(self, port: int, pair: tuple[str, str], rate: float, tag: str, timeout: float) -> None:
+        self.pair = pair
+        self.rate = rate
+        self.tag = tag
+        self.sent: dict[str, float] = {}
+        self.received: dict[str, float] = {}
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self.clients: dict[str, mqtt.Client] = {}
+        for user in pair:
+            token = issue_token(DEV_SECRET, user, ttl=TOKEN_TTL)
+            self.clients[user] = open_client(
+                port,
+                user,
+                "bench",
+                self._on_message,
+                f"users/{user}/messages",
+                timeout,
+                token=token,
+                nodelay=True,
+            )
+        self._thread = threading.Thread(target=self._run, name="probe", daemon=True)
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        cid = json.loads(msg.payload).get("client_id")
+        with self.lock:
+            self.received.setdefault(cid, now)
+
+    def _run(self) -> None:
+        start = time.monotonic()
+        n = 0
+        while not self._stop.is_set():
+            delay = start + n / self.rate - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                return
+            sender, recipient = self.pair if n % 2 == 0 else self.pair[::-1]
+            cid = f"p{self.tag}-{n}"
+            command = {"type": "message", "id": cid, "to": recipient, "body": "probe"}
+            with self.lock:
+                self.sent[cid] = time.time()
+            self.clients[sender].publish(f"inbound/{sender}", json.dumps(command), qos=1)
+            n += 1
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, grace: float) -> None:
+        """Stop sending; wait up to ``grace`` seconds for what is still on its way."""
+        self._stop.set()
+        self._thread.join(5)
+        deadline = time.time() + grace
+        while time.time() < deadline:
+            with self.lock:
+                if len(self.received.keys() & self.sent.keys()) >= len(self.sent):
+                    break
+            time.sleep(0.05)
+
+    def window(self, start: float, end: float) -> tuple[list[float], int, int]:
+        """Latencies of the messages sent in ``[start, end)``, how many were sent, how many lost."""
+        with self.lock:
+            sent = {cid: t for cid, t in self.sent.items() if start <= t < end}
+            lat = [self.received[cid] - t for cid, t in sent.items() if cid in self.received]
+        return lat, len(sent), len(sent) - len(lat)
+
+    def close(self) -> None:
+        self._stop.set()
+        for client in self.clients.values():
+            close_client(client)
+
+
+@dataclass
+class Creator:
+    """The creator's events: the acks of the mass message, and any error."""
+
+    client_id: str
+    acks: dict[str, tuple[float, dict[str, Any]]] = field(default_factory=dict)  # status -> (time, ack)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def on_event(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        now = time.time()
+        event = json.loads(msg.payload)
+        with self.lock:
+            if event.get("type") == "ack" and event.get("client_id") == self.client_id:
+                self.acks.setdefault(str(event.get("status")), (now, event))
+            elif event.get("type") == "error":
+                self.errors.append(event)
+
+    def ack(self, status: str) -> tuple[float, dict[str, Any]] | None:
+        with self.lock:
+            return self.acks.get(status)
+
+
+@dataclass
+class MassRow:
+    status: str
+    processed: int
+    stored: int
+    skipped: int
+    recipients: int | None
+    lease_owner: str | None
+    created_at: Any
+    started_at: Any
+    finished_at: Any
+
+
+def read_mass(engine: Engine, sender: str, client_id: str) -> MassRow | None:
+    m = MassMessage
+    with engine.connect() as conn:
+        row = conn.execute(
+            select(
+                m.status,
+                m.processed,
+                m.stored,
+                m.skipped,
+                m.recipients,
+                m.lease_owner,
+                m.created_at,
+                m.started_at,
+                m.finished_at,
+            ).where(m.sender_id == sender, m.client_msg_id == client_id)
+        ).one_or_none()
+    return None if row is None else MassRow(*row)
+
+
+def seconds(later: Any, earlier: Any) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return float((later - earlier).total_seconds())
+
+
+@dataclass
+class DbCheck:
+    copies: int
+    distinct: int
+    to_blocking: int
+    conversations: int
+
+    @classmethod
+    def read(cls, engine: Engine, plan: Plan) -> DbCheck:
+        """The run's copies, their recipients, copies to members who block the creator, and the
+        members' conversations with the creator."""
+        mass = and_(Message.sender_id == plan.creator, Message.client_msg_id == plan.mass_client_id)
+        blocking = and_(
+            BlockedUser.blocker_id == Message.recipient_id, BlockedUser.blocked_id == Message.sender_id
+        )
+        with engine.connect() as conn:
+            copies, distinct = conn.execute(
+                select(func.count(), func.count(func.distinct(Message.recipient_id))).where(mass)
+            ).one()
+            to_blocking = conn.execute(
+                select(func.count()).select_from(Message).join(BlockedUser, blocking).where(mass)
+            ).scalar_one()
+            conversations = conn.execute(
+                select(func.count()).where(Conversation.peer_id == plan.creator)
+            ).scalar_one()
+        return cls(int(copies), int(distinct), int(to_blocking), int(conversations))
+
+
+def mass_body(list_id: str, size: int) -> str:
+    """The mass message's text: ``size`` characters, or a short line when 0."""
+    text = f"to everyone on {list_id}"
+    return text if size <= 0 else (text + " " + "x" * size)[:size]
 
 
 def add_arguments(group: argparse._ArgumentGroup) -> None:
@@ -104,7 +561,7 @@ def run(stack: Stack, args: argparse.Namespace, progress: Progress) -> Result:
         pool = MemberPool(stack.mqtt_port, online_ids, args.member_procs, plan.mass_client_id, 10.0)
         _, failures, failed = pool.wait_ready(15 + online / 20)
         if failed:
-            raise BenchError(f"{failed} online members could not connect, e.g. {failures}")
+            raise LoadError(f"{failed} online members could not connect, e.g. {failures}")
         cpu.add(pool.pids)
         creator = Creator(plan.mass_client_id)
         creator_client = open_client(
@@ -139,7 +596,7 @@ def run(stack: Stack, args: argparse.Namespace, progress: Progress) -> Result:
         sent_seen = None
         while time.time() < t_mass + args.fanout_timeout:
             if creator.errors:
-                raise BenchError(f"the mass message was refused: {creator.errors[0]}")
+                raise LoadError(f"the mass message was refused: {creator.errors[0]}")
             row = read_mass(engine, plan.creator, plan.mass_client_id)
             if row is not None:
                 progress.update(row.processed, members, f"{row.status}: {row.stored:,} stored")
@@ -211,7 +668,7 @@ def run(stack: Stack, args: argparse.Namespace, progress: Progress) -> Result:
             f"no probe message lost ({base_lost + during_lost} of {base_n + during_n})",
             base_lost + during_lost == 0,
         )
-    except (BenchError, OSError, RuntimeError, TimeoutError) as exc:
+    except (LoadError, OSError, RuntimeError, TimeoutError) as exc:
         result.check(f"the run completed ({type(exc).__name__}: {exc})", False)
     finally:
         if pool is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -40,20 +39,7 @@ def run_quick(
     args = bench_args("connect", "--stack", stack_name)
     with running(stack_name, stack_options) as stack:
         result = SCENARIO.run(stack, args, Progress(enabled=False))
-    close_banner_pipe(stack)
     return result
-
-
-def close_banner_pipe(stack: object) -> None:
-    """EmbeddedStack.stop() leaves the pipe its banner thread read open (a ResourceWarning, an
-    error here): close it once that thread has seen the end of it."""
-    proc = getattr(stack, "proc", None)
-    if proc is None or proc.stdout is None or proc.stdout.closed:
-        return
-    for thread in threading.enumerate():
-        if thread.name.endswith("(read_banner)"):
-            thread.join(5)
-    proc.stdout.close()
 
 
 def assert_counted(result: Result, tmp_path: Path) -> dict[str, object]:

@@ -83,7 +83,10 @@ def test_the_table_shows_each_stack_and_flags_a_missed_target_and_a_failed_check
 
 def test_the_plot_is_a_png(tmp_path: Path) -> None:
     r = Result("relay", "embedded")
-    r.series = {"latency_ms": {"at 1,000/s": [1.0, 2.0, 3.5]}, "throughput": {"step": [[0.0, 10.0], [0.5, 20.0]]}}
+    r.series = {
+        "latency_ms": {"at 1,000/s": [1.0, 2.0, 3.5]},
+        "throughput": {"step": [[0.0, 10.0], [0.5, 20.0]]},
+    }
     write_plot([r], tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="nothing to plot"):

@@ -4,7 +4,6 @@ exactly once; the scenario reports what it counted, not how fast."""
 from __future__ import annotations
 
 import argparse
-import threading
 from collections.abc import Callable
 
 import pytest
@@ -12,18 +11,6 @@ import pytest
 from bench.scenarios.rest import SCENARIO
 from bench.stacks import StackOptions, running
 from bench.suite import Progress
-
-
-def close_banner_pipe(stack: object) -> None:
-    """EmbeddedStack.stop() leaves the pipe its banner thread read open (a ResourceWarning, an
-    error here): close it once that thread has seen the end of it."""
-    proc = getattr(stack, "proc", None)
-    if proc is None or proc.stdout is None or proc.stdout.closed:
-        return
-    for thread in threading.enumerate():
-        if thread.name.endswith("(read_banner)"):
-            thread.join(5)
-    proc.stdout.close()
 
 
 @pytest.mark.parametrize(
@@ -35,7 +22,6 @@ def test_rest_quick(
     args = bench_args("rest", "--stack", stack_name)
     with running(stack_name, stack_options) as stack:
         result = SCENARIO.run(stack, args, Progress(enabled=False))
-    close_banner_pipe(stack)
 
     assert result.ok, [c.what for c in result.checks if not c.ok]
     for metric in ("GET history", "POST send"):
