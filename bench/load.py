@@ -175,6 +175,7 @@ class _Loop:
         self.clients: list[mqtt.Client] = []
         self.pending: set[int] = set()  # indexes still waiting for CONNACK (and SUBACK)
         self.failures: list[str] = []
+        self.failed: set[int] = set()  # indexes of the clients in failures
         self.lost = 0
         self._last_misc = time.monotonic()
 
@@ -202,6 +203,7 @@ class _Loop:
         def on_connect(c: mqtt.Client, idx: int, _f: object, reason: ReasonCode, _p: object) -> None:
             if reason.is_failure:
                 self.failures.append(f"{ident.user}: CONNECT {reason}")
+                self.failed.add(idx)
                 self.pending.discard(idx)
             elif subscribe:
                 c.subscribe(subscribe, qos=1)
@@ -211,6 +213,7 @@ class _Loop:
         def on_subscribe(_c: object, idx: int, _mid: int, reasons: list[ReasonCode], _p: object) -> None:
             if reasons[0].is_failure:
                 self.failures.append(f"{ident.user}: SUBSCRIBE {subscribe} {reasons[0]}")
+                self.failed.add(idx)
             self.pending.discard(idx)
 
         no_delay(client)
@@ -226,6 +229,7 @@ class _Loop:
             client.connect(HOST, self.port, keepalive=120)
         except OSError as exc:
             self.failures.append(f"{ident.user}: {type(exc).__name__}: {exc}")
+            self.failed.add(index)
             self.pending.discard(index)
             return
         sock = client.socket()
@@ -252,8 +256,11 @@ class _Loop:
         with contextlib.suppress(KeyError, ValueError):
             self.sel.unregister(fileobj)
         self.lost += 1
-        self.pending.discard(client.user_data_get())
-        self.failures.append(f"{client._client_id.decode()}: connection lost")
+        index = client.user_data_get()
+        if index not in self.failed:  # a refused CONNECT is followed by the broker closing
+            self.failed.add(index)
+            self.failures.append(f"{client._client_id.decode()}: connection lost")
+        self.pending.discard(index)
 
     def wait_connected(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -263,6 +270,11 @@ class _Loop:
             self.failures.append(
                 f"{self.clients[idx]._client_id.decode()}: no CONNACK/SUBACK in {timeout:g} s"
             )
+            self.failed.add(idx)
+
+    @property
+    def connected(self) -> int:
+        return len(self.clients) - len(self.failed)
 
     def close(self) -> None:
         for client in self.clients:
@@ -291,7 +303,7 @@ def publisher_main(
         events = f"users/{ident.user}/events" if mode == "pipeline" else None
         loop.add(ident, f"load-{tag}", events, on_event, on_publish)
     loop.wait_connected(30)
-    conn.send(("ready", len(loop.clients) - len(loop.failures), loop.failures[:5]))
+    conn.send(("ready", loop.connected, loop.failures[:5]))
     clients = loop.clients
     topics = [f"inbound/{i.user}" if mode == "pipeline" else f"users/{i.peer}/messages" for i in idents]
     seq = 0
@@ -380,7 +392,7 @@ def subscriber_main(
     for ident in idents:
         loop.add(ident, f"recv-{tag}", f"users/{ident.user}/messages", on_message)
     loop.wait_connected(30)
-    conn.send(("ready", len(loop.clients) - len(loop.failures), loop.failures[:5]))
+    conn.send(("ready", loop.connected, loop.failures[:5]))
     try:
         while True:
             while not conn.poll(0):

@@ -115,8 +115,9 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
 # --- the table ------------------------------------------------------------------------------------
 
 
-def print_table(results: list[Result], out: TextIO = sys.stdout) -> None:
+def print_table(results: list[Result], out: TextIO | None = None) -> None:
     """Each scenario's figures, one column per stack, with the target and whether it was met."""
+    out = out or sys.stdout
     by_scenario: dict[str, list[Result]] = {}
     for r in results:
         by_scenario.setdefault(r.scenario, []).append(r)
@@ -128,7 +129,8 @@ def print_table(results: list[Result], out: TextIO = sys.stdout) -> None:
             for row in r.rows:
                 if row.metric not in metrics:
                     metrics.append(row.metric)
-                targets.setdefault(row.metric, row.target)
+                if row.target or row.metric not in targets:
+                    targets[row.metric] = row.target
         cells = [["", *stacks, "target"]]
         for metric in metrics:
             line = [metric]
