@@ -36,6 +36,10 @@ from bench.suite import CpuMeter, Progress, Result, percentile
 from messenger.models import Message
 
 TOKEN_TTL = timedelta(hours=6)
+#: The search gives up below this rate (msg/s).
+MIN_RATE = 50.0
+#: A fixed rate more than this many times the sustained one is not run.
+SKIP_ABOVE = 3.0
 
 
 @dataclass(frozen=True)
@@ -245,13 +249,17 @@ class Run:
                     best = step if best is None or step.rate > best.rate else best
                 else:
                     failed = step if failed is None or step.offered < failed.offered else failed
-                if failed is not None:
-                    if best is None or refine >= args.refine:
+                if failed is None:
+                    rate *= 1.5
+                elif best is None:  # the first rate was already too fast: halve until one holds
+                    rate = failed.offered / 2
+                    if rate < MIN_RATE:
+                        break
+                else:
+                    if refine >= args.refine:
                         break
                     refine += 1
                     rate = (best.offered + failed.offered) / 2
-                else:
-                    rate *= 1.5
             sustained = best.rate if best is not None else None
             target = ">= 5,000" if mode == "pipeline" and self.stack.name == "production" else ""
             self.result.row(f"{mode} sustained (p99 <= {args.bound_ms:g} ms)", sustained, "msg/s", target)
@@ -263,6 +271,12 @@ class Run:
                 )
             latency_series = self.result.series.setdefault("latency_ms", {})
             for fixed in sorted(sizes.rates):
+                if sustained is not None and fixed > SKIP_ABOVE * sustained and not self.quick:
+                    self.result.notes.append(
+                        f"{mode} at {fixed:,.0f}/s: not run, more than {SKIP_ABOVE:g}x the sustained"
+                        f" {sustained:,.0f}/s: it would only measure how a queue grows"
+                    )
+                    continue
                 step = self.step(pubs, mode, f"{fixed:,.0f}/s fixed", fixed, sizes.fixed_s)
                 sent += step.sent
                 name = f"{mode} at {fixed:,.0f}/s"
