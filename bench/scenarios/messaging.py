@@ -162,6 +162,7 @@ class Run:
         self.cpu = CpuMeter(stack.pids())
         self.timeline: dict[str, list[list[float]]] = {}
         self.subscribers: Subscribers | None = None
+        self.cpu_by_mode: dict[str, dict[str, float]] = {}
         #: the current mode's client ids received, all receipts of them, and their prefix
         self.seen: set[str] = set()
         self.receipts = 0
@@ -190,6 +191,8 @@ class Run:
                 Identity(s, self.token(s), peer=r) for s, r in zip(self.senders, self.recipients, strict=True)
             ]
         pubs = Publishers(self.stack.mqtt_port, mode, idents, self.procs, f"{mode[0]}{self.tag}")
+        # each mode its own CPU split: the relay's would hide the handlers' share
+        self.cpu = CpuMeter(self.stack.pids() | (self.subscribers.pids() if self.subscribers else {}))
         self.cpu.add(pubs.pids())
         return pubs
 
@@ -299,6 +302,7 @@ class Run:
             self.timeline = {}
         finally:
             pubs.close()
+            self.cpu_by_mode[mode] = self.cpu.shares()
         return figures
 
     def _drain(self, mode: str, sent: int, received_before: int, sustained: float | None) -> None:
@@ -327,7 +331,11 @@ class Run:
     def close(self) -> None:
         if self.subscribers is not None:
             self.subscribers.close()
-        self.result.cpu = self.cpu.shares()
+        # the table's split is the last mode's (pipeline's, after relay's); the others go in notes
+        for mode, shares in self.cpu_by_mode.items():
+            self.result.cpu = shares
+            split = ", ".join(f"{name} {share:.0%}" for name, share in shares.items())
+            self.result.notes.append(f"CPU during {mode} (share of one core): {split}")
 
 
 def _ms(value: float | None) -> str:
