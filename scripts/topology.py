@@ -5,7 +5,7 @@ handlers on a shared subscription and the presence bridge, against MariaDB and R
     MESSENGER_DATABASE_URL=... MESSENGER_REDIS_URL=... make topology
 
 Every process is configured only by ``MESSENGER_*`` variables, as in production. Ports are
-free ephemeral ports on 127.0.0.1 unless given. The tests and ``bench/topology.py`` use
+free ephemeral ports on 127.0.0.1 unless given. The tests and the benchmark suite (``bench/``) use
 :class:`Topology` to start, kill and restart single processes.
 """
 
