@@ -33,7 +33,7 @@ topology: $(VENV)/.installed plugin
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check messenger acl broker handler bridge api scripts
+	$(BIN)/ruff format --check messenger acl broker handler bridge api scripts bench
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
