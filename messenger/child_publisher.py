@@ -70,11 +70,13 @@ class ChildPublisher:
         self._process: BaseProcess | None = None
         self._requests: Connection | None = None
         self._reader: threading.Thread | None = None
+        self._stopped = False
 
     def start(self, host: str, port: int, *, wait_s: float | None = None) -> None:
         """Start the child; with ``wait_s``, wait that long for it to connect (TimeoutError)."""
         self._address = (host, port)
         with self._lock:
+            self._stopped = False
             self._spawn()
         if wait_s is not None and not self._connected.wait(wait_s):
             self.stop()
@@ -86,12 +88,14 @@ class ChildPublisher:
         with self._lock:
             batch = self._next_batch
             self._next_batch += 1
-            with self._done:
-                self._pending.add(batch)
             try:
+                if self._stopped:
+                    raise ValueError("the background publisher is stopped")
                 if self._process is None or not self._process.is_alive():
                     logger.warning("background publisher process gone; starting a new one")
-                    self._spawn()
+                    self._spawn()  # fails the batches the old child took with it, not this one
+                with self._done:
+                    self._pending.add(batch)
                 assert self._requests is not None  # noqa: S101 - set by _spawn
                 self._requests.send((batch, batch_items))
             except (OSError, EOFError, ValueError):
@@ -115,6 +119,7 @@ class ChildPublisher:
     def stop(self, join_timeout: float = 10.0) -> None:
         """Let the child finish the batches it has, then stop it."""
         with self._lock:
+            self._stopped = True  # no publish after this starts a new child
             process, requests = self._process, self._requests
             self._process = self._requests = None
         if requests is not None:
@@ -150,11 +155,11 @@ class ChildPublisher:
         self._connected.clear()
         self._process, self._requests = process, requests_out
         self._reader = threading.Thread(
-            target=self._read_replies, args=(replies_in,), name="publisher-replies", daemon=True
+            target=self._read_replies, args=(replies_in, process), name="publisher-replies", daemon=True
         )
         self._reader.start()
 
-    def _read_replies(self, replies: Connection) -> None:
+    def _read_replies(self, replies: Connection, process: BaseProcess) -> None:
         try:
             while True:
                 batch, ok = replies.recv()
@@ -166,6 +171,11 @@ class ChildPublisher:
             pass  # the child stopped
         finally:
             replies.close()
+            # what the child took with it will never be confirmed: say so now rather than let
+            # each waiter sit out its timeout (unless a newer child has taken over meanwhile)
+            with self._lock:
+                if self._process is process or self._process is None:
+                    self._fail_pending()
 
     def _finish(self, batch: int, *, ok: bool) -> None:
         with self._done:
