@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -231,6 +231,24 @@ def test_store_many_round_trips_every_field(sessions: Sessions, make_user: MakeU
         assert stored.blocked is True
         assert stored.list_id == "list-1"
         assert stored.sent_at == row.sent_at
+    # a tip's fields, and the NULLs of a plain message (the rows go in as JSON: null must be NULL)
+    (tipped, _), (plain, _) = send(
+        sessions,
+        NewMessage(a, b, "rt-tip", "thanks", tip_amount=500, tip_currency="EUR", tip_status="succeeded"),
+        NewMessage(a, b, "rt-plain", "null"),
+    )
+    with unit_of_work(sessions) as session:
+        got = {m.client_msg_id: m for m in session.scalars(select(Message).where(Message.sender_id == a))}
+        assert (got["rt-tip"].tip_amount, got["rt-tip"].tip_currency, got["rt-tip"].tip_status) == (
+            500,
+            "EUR",
+            "succeeded",
+        )
+        assert got["rt-tip"].id == tipped.id and got["rt-tip"].blocked is False
+        assert got["rt-plain"].body == "null" and got["rt-plain"].id == plain.id
+        nulls = (got["rt-plain"].list_id, got["rt-plain"].tip_amount, got["rt-plain"].tip_currency)
+        assert nulls == (None, None, None)
+        assert got["rt-plain"].tip_status is None and got["rt-plain"].read_at is None
 
 
 def test_store_many_redelivery_returns_the_original(sessions: Sessions, make_user: MakeUser) -> None:
