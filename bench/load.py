@@ -40,9 +40,6 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from acl.tokens import issue_token
-from messenger.constants import DEV_SECRET
-
 HOST = "127.0.0.1"
 INFLIGHT = 1000
 
@@ -79,14 +76,6 @@ class StepReport:
     foreign: int = 0
     lost_connections: int = 0
 
-    @property
-    def unique(self) -> int:
-        return len(set(self.ids))
-
-    @property
-    def duplicates(self) -> int:
-        return len(self.ids) - self.unique
-
 
 # --- one threaded client (the fan-out's creator and probe) --------------------------------------
 
@@ -110,16 +99,15 @@ def open_client(
     topic: str,
     timeout: float,
     *,
-    token: str | None = None,
+    token: str,
     nodelay: bool = False,
 ) -> mqtt.Client:
-    """A connected paho client (own network thread) subscribed to ``topic`` at QoS 1; its token
-    is ``token``, or a member's signed with the development secret."""
+    """A connected paho client (own network thread) subscribed to ``topic`` at QoS 1."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2, client_id=f"{user}/{suffix}", protocol=mqtt.MQTTv311, clean_session=True
     )
-    client.username_pw_set(user, token or issue_token(DEV_SECRET, user))
-    client.max_inflight_messages_set(1000)
+    client.username_pw_set(user, token)
+    client.max_inflight_messages_set(INFLIGHT)
     client.max_queued_messages_set(0)
     if nodelay:
         no_delay(client)
@@ -393,6 +381,7 @@ def subscriber_main(
         loop.add(ident, f"recv-{tag}", f"users/{ident.user}/messages", on_message)
     loop.wait_connected(30)
     conn.send(("ready", loop.connected, loop.failures[:5]))
+    lost_reported = 0  # connections lost, as told to the parent so far
     try:
         while True:
             while not conn.poll(0):
@@ -401,7 +390,8 @@ def subscriber_main(
             if command[0] == "stop":
                 return
             # "collect": hand over what arrived since the last collect
-            conn.send(("collected", ids[:], sent_ns, recv_ns, foreign[0], loop.lost))
+            conn.send(("collected", ids[:], sent_ns, recv_ns, foreign[0], loop.lost - lost_reported))
+            lost_reported = loop.lost
             ids.clear()
             sent_ns = array("q")
             recv_ns = array("q")

@@ -35,6 +35,9 @@ logger = logging.getLogger(__name__)
 #: How long the child waits for the broker to acknowledge one batch before it reports failure.
 BATCH_TIMEOUT_S = 30.0
 
+#: How long the child waits for its broker connection before it publishes a batch anyway.
+CONNECT_WAIT_S = 5.0
+
 #: Replies from the child: (batch id, the broker took it all); batch id 0 says "connected".
 _CONNECTED = 0
 
@@ -246,6 +249,11 @@ def _child_main(
             if request is None:
                 break
             batch, items = request
+            # a child started for this batch (the last one died) may not be connected yet:
+            # give it a moment rather than fail the batch
+            deadline = time.monotonic() + CONNECT_WAIT_S
+            while not publisher.connected and time.monotonic() < deadline:
+                time.sleep(0.01)
             confirmation = publisher.publish_tracked([Outbound(t, p, Kind.MESSAGE) for t, p in items])
             with ready:
                 waiting.append((batch, confirmation))

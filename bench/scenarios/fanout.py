@@ -21,6 +21,7 @@ during the fan-out.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import multiprocessing
@@ -46,7 +47,6 @@ from bench.load import LoadError, no_delay, open_client
 from bench.scenarios import Scenario
 from bench.stacks import Stack, bench_engine
 from bench.suite import CpuMeter, Progress, Result, percentile
-from messenger.constants import DEV_SECRET
 from messenger.models import BlockedUser, Conversation, ListMember, MassMessage, MemberList, Message, User
 
 #: --quick: members, online members, seconds of baseline
@@ -142,6 +142,7 @@ def members_main(
     mass_client_id: str,
     connect_timeout: float,
     concurrency: int,
+    secret: str,
 ) -> None:
     """Connect ``uids`` and record when each gets the mass message's copy.
 
@@ -203,7 +204,7 @@ def members_main(
             userdata=uid,
             reconnect_on_failure=False,
         )
-        c.username_pw_set(uid, issue_token(DEV_SECRET, uid, ttl=TOKEN_TTL))
+        c.username_pw_set(uid, issue_token(secret, uid, ttl=TOKEN_TTL))
         no_delay(c)
         c.on_connect = on_connect
         c.on_subscribe = on_subscribe
@@ -262,7 +263,13 @@ class MemberPool:
     """The online members, over ``procs`` child processes."""
 
     def __init__(
-        self, port: int, uids: list[str], procs: int, mass_client_id: str, connect_timeout: float
+        self,
+        port: int,
+        uids: list[str],
+        procs: int,
+        mass_client_id: str,
+        connect_timeout: float,
+        secret: str,
     ) -> None:
         ctx = multiprocessing.get_context("spawn")  # no copy of this process's threads or pools
         self.conns: list[Connection] = []
@@ -274,7 +281,7 @@ class MemberPool:
             parent, child = ctx.Pipe()
             proc = ctx.Process(
                 target=members_main,
-                args=(child, port, part, mass_client_id, connect_timeout, 50),
+                args=(child, port, part, mass_client_id, connect_timeout, 50, secret),
                 name=f"members-{n + 1}",
                 daemon=True,
             )
@@ -328,12 +335,20 @@ class MemberPool:
         return merged
 
     def close(self) -> None:
+        """Stop the member processes (asked first; after :meth:`stop` they have already ended),
+        and close their pipes."""
+        for conn in self.conns:
+            with contextlib.suppress(OSError, ValueError):
+                conn.send("stop")
         for proc in self.procs:
-            proc.join(10)
+            proc.join(5)
             if proc.is_alive():
-                proc.terminate()
+                proc.kill()
                 proc.join(5)
+        for conn in self.conns:
+            conn.close()
         self.procs.clear()
+        self.conns.clear()
 
 
 # --- the creator and the 1:1 probe (threaded paho clients in this process) ---------------------
@@ -347,7 +362,9 @@ def close_client(client: mqtt.Client) -> None:
 class Probe:
     """Two members sending each other messages in turn at a fixed rate."""
 
-    def __init__(self, port: int, pair: tuple[str, str], rate: float, tag: str, timeout: float) -> None:
+    def __init__(
+        self, port: int, pair: tuple[str, str], rate: float, tag: str, timeout: float, secret: str
+    ) -> None:
         self.pair = pair
         self.rate = rate
         self.tag = tag
@@ -357,7 +374,7 @@ class Probe:
         self._stop = threading.Event()
         self.clients: dict[str, mqtt.Client] = {}
         for user in pair:
-            token = issue_token(DEV_SECRET, user, ttl=TOKEN_TTL)
+            token = issue_token(secret, user, ttl=TOKEN_TTL)
             self.clients[user] = open_client(
                 port,
                 user,
@@ -558,7 +575,9 @@ def run(stack: Stack, args: argparse.Namespace, progress: Progress) -> Result:
         online_blocked = {plan.members[i] for i in plan.online if i in plan.blocked}
         expected_online = set(online_ids) - online_blocked
         progress.step(f"fanout: connecting {online:,} online members")
-        pool = MemberPool(stack.mqtt_port, online_ids, args.member_procs, plan.mass_client_id, 10.0)
+        pool = MemberPool(
+            stack.mqtt_port, online_ids, args.member_procs, plan.mass_client_id, 10.0, stack.secret
+        )
         _, failures, failed = pool.wait_ready(15 + online / 20)
         if failed:
             raise LoadError(f"{failed} online members could not connect, e.g. {failures}")
@@ -574,7 +593,7 @@ def run(stack: Stack, args: argparse.Namespace, progress: Progress) -> Result:
             token=issue_token(stack.secret, plan.creator, role=Role.CREATOR, ttl=TOKEN_TTL),
             nodelay=True,
         )
-        probe = Probe(stack.mqtt_port, plan.probe, args.probe_rate, plan.tag, 10.0)
+        probe = Probe(stack.mqtt_port, plan.probe, args.probe_rate, plan.tag, 10.0, stack.secret)
 
         progress.step(f"fanout: {baseline:g} s of 1:1 probe before")
         baseline_start = time.time()
@@ -658,6 +677,9 @@ def run(stack: Stack, args: argparse.Namespace, progress: Progress) -> Result:
             db.copies == db.distinct == expected,
         )
         result.check(f"no copy to a blocking member ({db.to_blocking})", db.to_blocking == 0)
+        result.check(
+            f"a conversation with the creator per copy ({db.conversations:,})", db.conversations == expected
+        )
         missing = len(expected_online - got.keys())
         result.check(f"every online non-blocking member got it live ({missing} missing)", missing == 0)
         result.check(

@@ -105,9 +105,10 @@ def test_pipeline_on_the_embedded_stack_stores_and_delivers_every_message(
     failed = [c.what for c in result.checks if not c.ok]
     assert not failed, failed
     figures = rows(result)
-    # quick: 1 s at 200/s and 500/s, then two 1 s search steps (300/s, then 450/s or 400/s)
+    # quick: two 1 s search steps from 300/s, then 1 s at 200/s and at 500/s; the check above
+    # held, so every one of them is stored exactly once
     stored = figures["pipeline messages stored"]
-    assert isinstance(stored, int) and 200 + 500 + 300 + 400 <= stored <= 200 + 500 + 300 + 450
+    assert isinstance(stored, int) and stored >= 300 + 150 + 200 + 500
     for mode in ("relay", "pipeline"):
         for rate in ("200", "500"):
             assert isinstance(figures[f"{mode} at {rate}/s: p99"], float)
