@@ -40,6 +40,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from bench.procstat import reap
+
 HOST = "127.0.0.1"
 INFLIGHT = 1000
 
@@ -423,10 +425,7 @@ class _Proc:
     def close(self) -> None:
         with contextlib.suppress(OSError, BrokenPipeError):
             self.conn.send(("stop",))
-        self.proc.join(5)
-        if self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(5)
+        reap(self.proc)
         self.conn.close()
 
 

@@ -1,9 +1,10 @@
-"""CPU readings from /proc shared by the benchmarks (Linux only)."""
+"""CPU readings from /proc, and ending child processes, shared by the benchmarks (Linux only)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -31,3 +32,16 @@ def database_pid() -> int | None:
                 if (entry / "comm").read_text().strip() in ("mariadbd", "mysqld"):
                     return int(entry.name)
     return None
+
+
+def reap(proc: BaseProcess, grace: float = 5.0) -> None:
+    """Wait ``grace`` seconds for a child process that was asked to stop, then terminate it, then
+    kill it: a load process never outlives its run."""
+    if proc.pid is None:  # never started
+        return
+    proc.join(grace)
+    for end in (proc.terminate, proc.kill):
+        if not proc.is_alive():
+            return
+        end()
+        proc.join(5)

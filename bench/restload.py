@@ -22,6 +22,8 @@ from typing import Any, Literal, Protocol
 
 import httpx
 
+from bench.procstat import reap
+
 #: a load process with no command for this long assumes its parent is gone and exits
 CHILD_IDLE_S = 600.0
 #: how long a load process may take to start (imports) before the run is given up
@@ -230,15 +232,7 @@ class LoadProcesses:
             with contextlib.suppress(queue.Full, ValueError, OSError):
                 commands.put(None, timeout=1)
         for proc in self.procs:
-            if proc.pid is None:
-                continue
-            proc.join(10)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
+            reap(proc, grace=10.0)
         self.results.close()
         for commands in self.commands:
             commands.close()

@@ -53,6 +53,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from acl.tokens import issue_token
+from bench.procstat import reap
 from bench.scenarios import Scenario
 from bench.stacks import Stack
 from bench.suite import CpuMeter, Progress, Result, percentile
@@ -590,13 +591,7 @@ class _Pool:
             with contextlib.suppress(OSError):
                 conn.send("stop")
         for proc in self.procs:
-            proc.join(5)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
+            reap(proc)
         for conn in self.conns:
             conn.close()
         self.procs.clear()

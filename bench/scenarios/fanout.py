@@ -44,6 +44,7 @@ from sqlalchemy import Engine, and_, func, insert, select
 from acl.principal import Role
 from acl.tokens import issue_token
 from bench.load import LoadError, no_delay, open_client
+from bench.procstat import reap
 from bench.scenarios import Scenario
 from bench.stacks import Stack, bench_engine
 from bench.suite import CpuMeter, Progress, Result, percentile
@@ -341,10 +342,7 @@ class MemberPool:
             with contextlib.suppress(OSError, ValueError):
                 conn.send("stop")
         for proc in self.procs:
-            proc.join(5)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
+            reap(proc)
         for conn in self.conns:
             conn.close()
         self.procs.clear()
