@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import json
 import multiprocessing
-import resource
 import selectors
 import socket
 import threading
@@ -40,7 +39,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from bench.procstat import reap
+from bench.procstat import raise_fd_limit, reap
 
 HOST = "127.0.0.1"
 INFLIGHT = 1000
@@ -148,12 +147,6 @@ def open_client(
 
 
 # --- inside the child processes -------------------------------------------------------------------
-
-
-def _raise_fd_limit() -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 class _Loop:
@@ -277,7 +270,7 @@ def publisher_main(
     conn: Connection, port: int, mode: str, idents: list[Identity], tag: str, counter: Synchronized[int]
 ) -> None:
     """One publisher process; see the module docstring for its commands."""
-    _raise_fd_limit()
+    raise_fd_limit()
     loop = _Loop(port)
     acked = [0]
     errors = [0]
@@ -358,7 +351,7 @@ def subscriber_main(
     conn: Connection, port: int, idents: list[Identity], tag: str, counter: Synchronized[int]
 ) -> None:
     """One subscriber process; see the module docstring for its commands."""
-    _raise_fd_limit()
+    raise_fd_limit()
     loop = _Loop(port)
     ids: list[str] = []
     sent_ns = array("q")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -45,3 +46,11 @@ def reap(proc: BaseProcess, grace: float = 5.0) -> None:
             return
         end()
         proc.join(5)
+
+
+def raise_fd_limit() -> None:
+    """Let this process open as many files as the hard limit allows (a load process holds
+    thousands of sockets)."""
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

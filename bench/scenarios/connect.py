@@ -32,7 +32,6 @@ import errno
 import math
 import multiprocessing
 import os
-import resource
 import selectors
 import socket
 import time
@@ -53,7 +52,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from acl.tokens import issue_token
-from bench.procstat import reap
+from bench.procstat import raise_fd_limit, reap
 from bench.scenarios import Scenario
 from bench.stacks import Stack
 from bench.suite import CpuMeter, Progress, Result, percentile
@@ -162,12 +161,6 @@ def connect_packet(client_id: str, username: str, password: str, keepalive: int 
 
 
 # --- child processes ------------------------------------------------------------------------------
-
-
-def _raise_nofile() -> None:
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def rss_kib(pid: int) -> int | None:
@@ -319,7 +312,7 @@ def rate_child(
     the users whose last accepted CONNECT is at most ``fresh_s`` old, so that a reconnect pass
     stays inside the broker's token cache however long the first pass took.
     """
-    _raise_nofile()
+    raise_fd_limit()
     packets = [connect_packet(f"{uid}/rate", uid, issue_token(secret, uid, ttl=TOKEN_TTL)) for uid in uids]
     accepted_at: dict[int, float] = {}
     conn.send(("ready", len(packets)))
@@ -368,7 +361,7 @@ def idle_child(
     Then answers ``"status"`` with ``("status", held, lost)`` and ``"stop"`` (announce offline,
     disconnect) with ``("stopped", offline_acked, disconnected)``.
     """
-    _raise_nofile()
+    raise_fd_limit()
     tokens = {uid: issue_token(secret, uid, ttl=TOKEN_TTL) for uid in uids}
     conn.send(("ready", rss_kib(os.getpid())))
     if conn.recv() != "go":
