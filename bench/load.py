@@ -149,6 +149,22 @@ def open_client(
 # --- inside the child processes -------------------------------------------------------------------
 
 
+def external_loop_client(user: str, suffix: str, token: str, userdata: Any = None) -> mqtt.Client:
+    """A paho MQTT 3.1.1 clean-session client ``{user}/{suffix}`` without a network thread or
+    reconnects: a load process drives thousands of them from one selector (``loop_read``,
+    ``loop_write``, ``loop_misc``)."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"{user}/{suffix}",
+        protocol=mqtt.MQTTv311,
+        clean_session=True,
+        userdata=userdata,
+        reconnect_on_failure=False,
+    )
+    client.username_pw_set(user, token)
+    return client
+
+
 class _Loop:
     """Paho clients on one selector: connect them, pump their sockets, notice lost ones."""
 
@@ -171,15 +187,7 @@ class _Loop:
         on_publish: Callable[..., None] | None = None,
     ) -> None:
         index = len(self.clients)
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{ident.user}/{suffix}",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-            userdata=index,
-            reconnect_on_failure=False,
-        )
-        client.username_pw_set(ident.user, ident.token)
+        client = external_loop_client(ident.user, suffix, ident.token, index)
         client.max_inflight_messages_set(INFLIGHT)
         client.max_queued_messages_set(0)
 

@@ -48,10 +48,10 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import redis
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from acl.tokens import issue_token
+from bench.load import external_loop_client
 from bench.procstat import raise_fd_limit, reap
 from bench.scenarios import Scenario
 from bench.stacks import Stack
@@ -411,16 +411,9 @@ def idle_child(
             fail(d, "connection closed")
 
     def start_one(uid: str) -> None:
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{uid}/{DEVICE}",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-            reconnect_on_failure=False,
-        )
+        c = external_loop_client(uid, DEVICE, tokens[uid])
         d = _Device(uid, c, time.monotonic())
         c.user_data_set(d)
-        c.username_pw_set(uid, tokens[uid])
         c.will_set(f"presence/{uid}/{DEVICE}", b"offline", qos=1, retain=True)
         c.on_connect = on_connect
         c.on_publish = on_publish

@@ -37,13 +37,12 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine, and_, func, insert, select
 
 from acl.principal import Role
 from acl.tokens import issue_token
-from bench.load import LoadError, no_delay, open_client
+from bench.load import LoadError, external_loop_client, no_delay, open_client
 from bench.procstat import reap
 from bench.scenarios import Scenario
 from bench.stacks import Stack, bench_engine
@@ -197,15 +196,7 @@ def members_main(
             connecting.pop(uid, None)
 
     def start_one(uid: str) -> None:
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"{uid}/fanout",
-            protocol=mqtt.MQTTv311,
-            clean_session=True,
-            userdata=uid,
-            reconnect_on_failure=False,
-        )
-        c.username_pw_set(uid, issue_token(secret, uid, ttl=TOKEN_TTL))
+        c = external_loop_client(uid, "fanout", issue_token(secret, uid, ttl=TOKEN_TTL), uid)
         no_delay(c)
         c.on_connect = on_connect
         c.on_subscribe = on_subscribe
