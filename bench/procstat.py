@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 
@@ -54,3 +55,17 @@ def raise_fd_limit() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def close_children(procs: list[BaseProcess], conns: list[Connection], stop: object) -> None:
+    """Ask each child to stop (``stop`` on its pipe; one that has already ended is not asked
+    twice), reap them, close the pipes, and forget both lists."""
+    for conn in conns:
+        with contextlib.suppress(OSError, ValueError):
+            conn.send(stop)
+    for proc in procs:
+        reap(proc)
+    for conn in conns:
+        conn.close()
+    procs.clear()
+    conns.clear()

@@ -52,7 +52,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from acl.tokens import issue_token
 from bench.load import external_loop_client
-from bench.procstat import raise_fd_limit, reap
+from bench.procstat import close_children, raise_fd_limit
 from bench.scenarios import Scenario
 from bench.stacks import Stack
 from bench.suite import CpuMeter, Progress, Result, percentile
@@ -573,15 +573,7 @@ class _Pool:
         return [got[i] for i in range(len(self.conns))]
 
     def close(self) -> None:
-        for conn in self.conns:
-            with contextlib.suppress(OSError):
-                conn.send("stop")
-        for proc in self.procs:
-            reap(proc)
-        for conn in self.conns:
-            conn.close()
-        self.procs.clear()
-        self.conns.clear()
+        close_children(self.procs, self.conns, "stop")
 
 
 # --- the presence store ---------------------------------------------------------------------------

@@ -21,7 +21,6 @@ during the fan-out.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import multiprocessing
@@ -43,7 +42,7 @@ from sqlalchemy import Engine, and_, func, insert, select
 from acl.principal import Role
 from acl.tokens import issue_token
 from bench.load import LoadError, external_loop_client, no_delay, open_client
-from bench.procstat import reap
+from bench.procstat import close_children
 from bench.scenarios import Scenario
 from bench.stacks import Stack, bench_engine
 from bench.suite import CpuMeter, Progress, Result, percentile
@@ -329,15 +328,7 @@ class MemberPool:
     def close(self) -> None:
         """Stop the member processes (asked first; after :meth:`stop` they have already ended),
         and close their pipes."""
-        for conn in self.conns:
-            with contextlib.suppress(OSError, ValueError):
-                conn.send("stop")
-        for proc in self.procs:
-            reap(proc)
-        for conn in self.conns:
-            conn.close()
-        self.procs.clear()
-        self.conns.clear()
+        close_children(self.procs, self.conns, "stop")
 
 
 # --- the creator and the 1:1 probe (threaded paho clients in this process) ---------------------
