@@ -25,7 +25,6 @@ import contextlib
 import json
 import multiprocessing
 import selectors
-import socket
 import threading
 import time
 from array import array
@@ -40,6 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bench.procstat import raise_fd_limit, reap
+from messenger.mqtt import no_delay as socket_no_delay
 
 HOST = "127.0.0.1"
 INFLIGHT = 1000
@@ -82,14 +82,10 @@ class StepReport:
 
 
 def no_delay(client: mqtt.Client) -> None:
-    """TCP_NODELAY on the client's socket. paho leaves Nagle on: a client that sends a PUBLISH
-    right after a PUBACK then waits for the broker's delayed ACK (40 ms on Linux), which a
-    latency probe would count as the product's latency."""
-
-    def on_socket_open(_c: object, _u: object, sock: Any) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    client.on_socket_open = on_socket_open
+    """TCP_NODELAY on the client's socket, as the product's service clients have it: with Nagle
+    on, a PUBLISH sent right after a PUBACK waits for the broker's delayed ACK (40 ms on Linux),
+    which a latency probe would count as the product's latency."""
+    client.on_socket_open = socket_no_delay
 
 
 def open_client(
@@ -434,23 +430,41 @@ def _split(items: list[Identity], parts: int) -> list[list[Identity]]:
     return [chunk for chunk in (items[i::parts] for i in range(parts)) if chunk]
 
 
-class Subscribers:
-    """The receiving clients, over ``procs`` processes."""
+class _Pool:
+    """Load processes that have connected ``expected`` clients between them (else closed and
+    LoadError), each counting what it did in a shared counter."""
 
-    def __init__(self, port: int, idents: list[Identity], procs: int, tag: str) -> None:
-        self.procs = [_Proc(subscriber_main, port, part, tag) for part in _split(idents, procs)]
+    def __init__(self, procs: list[_Proc], expected: int, what: str, name: str) -> None:
+        self.procs, self.name = procs, name
         try:
-            _ready(self.procs, len(idents), "subscribers")
+            _ready(self.procs, expected, what)
         except BaseException:
             self.close()
             raise
 
     @property
-    def received(self) -> int:
+    def counted(self) -> int:
         return sum(p.counter.value for p in self.procs)
 
     def pids(self) -> dict[str, int]:
-        return {f"bench subscriber {n}": p.proc.pid for n, p in enumerate(self.procs, 1) if p.proc.pid}
+        return {f"bench {self.name} {n}": p.proc.pid for n, p in enumerate(self.procs, 1) if p.proc.pid}
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.close()
+
+
+class Subscribers(_Pool):
+    """The receiving clients, over ``procs`` processes."""
+
+    def __init__(self, port: int, idents: list[Identity], procs: int, tag: str) -> None:
+        parts = _split(idents, procs)
+        procs_ = [_Proc(subscriber_main, port, part, tag) for part in parts]
+        super().__init__(procs_, len(idents), "subscribers", "subscriber")
+
+    @property
+    def received(self) -> int:
+        return self.counted
 
     def collect(self, report: StepReport) -> None:
         for p in self.procs:
@@ -463,30 +477,19 @@ class Subscribers:
             report.foreign += foreign
             report.lost_connections += lost
 
-    def close(self) -> None:
-        for p in self.procs:
-            p.close()
 
-
-class Publishers:
+class Publishers(_Pool):
     """The sending clients, over ``procs`` processes; ``run_step`` is one timed step."""
 
     def __init__(self, port: int, mode: str, idents: list[Identity], procs: int, tag: str) -> None:
         self.mode = mode
         parts = _split(idents, procs)
-        self.procs = [_Proc(publisher_main, port, mode, part, f"{tag}{n}") for n, part in enumerate(parts)]
-        try:
-            _ready(self.procs, len(idents), f"{mode} publishers")
-        except BaseException:
-            self.close()
-            raise
+        procs_ = [_Proc(publisher_main, port, mode, part, f"{tag}{n}") for n, part in enumerate(parts)]
+        super().__init__(procs_, len(idents), f"{mode} publishers", "publisher")
 
     @property
     def sent(self) -> int:
-        return sum(p.counter.value for p in self.procs)
-
-    def pids(self) -> dict[str, int]:
-        return {f"bench publisher {n}": p.proc.pid for n, p in enumerate(self.procs, 1) if p.proc.pid}
+        return self.counted
 
     def run_step(
         self,
@@ -527,10 +530,6 @@ class Publishers:
         time.sleep(0.1)  # duplicates (QoS 1 redeliveries) just behind the last message
         subscribers.collect(report)
         return report
-
-    def close(self) -> None:
-        for p in self.procs:
-            p.close()
 
 
 def _ready(procs: list[_Proc], expected: int, what: str) -> None:

@@ -49,13 +49,13 @@ def service_client(
     client.max_inflight_messages_set(max_inflight)
     client.max_queued_messages_set(0)
     client.reconnect_delay_set(min_delay=1, max_delay=10)
-    client.on_socket_open = _no_delay
+    client.on_socket_open = no_delay
     return client
 
 
-def _no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
-    """TCP_NODELAY: paho leaves Nagle on, and then a small publish sent while an earlier one is
-    unacknowledged waits for the broker's delayed ACK (40 ms on Linux)."""
+def no_delay(_client: mqtt.Client, _userdata: object, sock: object) -> None:
+    """paho ``on_socket_open``: TCP_NODELAY. paho leaves Nagle on, and then a small publish sent
+    while an earlier one is unacknowledged waits for the broker's delayed ACK (40 ms on Linux)."""
     if isinstance(sock, socket.socket):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
