@@ -244,7 +244,7 @@ class FanoutRunner:
             session, mm.sender_id, mm.client_msg_id, mm.body, mm.list_id, wanted
         )
         # only the recipients' side: a creator's inbox is not flooded with one conversation per member
-        conversations.touch(session, [(to, mm.sender_id, message_id) for message_id, to in copies])
+        conversations.touch(session, [(to, mm.sender_id, message_id, True) for message_id, to in copies])
         mm.stored += len(copies)
         mm.skipped += len(members) - len(wanted)
         payloads = protocol.copy_payloads(

@@ -78,12 +78,15 @@ class Message(Base):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("sender_id", "client_msg_id", "recipient_id"),
+        # everything to a user after an id (sync)
         Index("ix_messages_recipient_id_id", "recipient_id", "id"),
-        Index("ix_messages_sender_id_sent_at", "sender_id", "sent_at"),
-        # one conversation's history, newest first, without a filesort
-        Index("ix_messages_sender_id_recipient_id_id", "sender_id", "recipient_id", "id"),
-        # unread counts per conversation
+        # one conversation's history, newest first, without a filesort, blocked messages apart
+        Index("ix_messages_sender_id_recipient_id_blocked_id", "sender_id", "recipient_id", "blocked", "id"),
+        # read marks from one peer
         Index("ix_messages_recipient_id_sender_id_read_at", "recipient_id", "sender_id", "read_at"),
+        # a user's unread messages in id order (catch-up pages, read marks): one range however
+        # much they have read, or blocked senders have sent them
+        Index("ix_messages_recipient_id_blocked_read_at_id", "recipient_id", "blocked", "read_at", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -110,7 +113,9 @@ class BlockedUser(Base):
 
 
 class Conversation(Base):
-    """One row per user and peer: the last message between them (kept up to date by sends)."""
+    """One row per user and peer: the last message between them and how many of the peer's
+    messages the user has not read, kept up to date by sends and read marks (so a conversation
+    list costs the same whatever the unread count)."""
 
     __tablename__ = "conversations"
     __table_args__ = (Index("ix_conversations_owner_id_last_message_id", "owner_id", "last_message_id"),)
@@ -118,6 +123,7 @@ class Conversation(Base):
     owner_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.id"), primary_key=True)
     peer_id: Mapped[str] = mapped_column(String(64), ForeignKey("users.id"), primary_key=True)
     last_message_id: Mapped[int] = mapped_column(BigInteger)
+    unread_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class TokenRevocation(Base):

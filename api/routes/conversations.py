@@ -34,13 +34,12 @@ def list_conversations(
         m.id: m
         for m in session.scalars(select(Message).where(Message.id.in_([r.last_message_id for r in rows])))
     }
-    unread = conversations.unread_counts(session, principal.user_id, [r.peer_id for r in rows])
     return ConversationPage(
         conversations=[
             ConversationOut(
                 peer=r.peer_id,
                 last_message=MessageOut.of(last[r.last_message_id]),
-                unread=unread.get(r.peer_id, 0),
+                unread=r.unread_count,
             )
             for r in rows
             if r.last_message_id in last

@@ -18,11 +18,14 @@ def run_migrations_online() -> None:
         if not url:
             raise RuntimeError("run migrations with `messenger db upgrade` or set sqlalchemy.url")
         engine = create_engine(url)
-    with engine.begin() as connection:
+    # Alembic owns the transactions (one per migration), so that a migration can commit a long
+    # backfill batch by batch (``autocommit_block``) instead of holding its locks to the end.
+    with engine.connect() as connection:
         context.configure(
             connection=connection,
             target_metadata=target_metadata,
             render_as_batch=connection.dialect.name == "sqlite",
+            transaction_per_migration=True,
         )
         with context.begin_transaction():
             context.run_migrations()

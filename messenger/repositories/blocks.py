@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from messenger.models import BlockedUser
-from messenger.repositories import json_rows
+from messenger.repositories import indexes, json_rows
 
 
 def block(session: Session, blocker_id: str, blocked_id: str) -> BlockedUser:
@@ -62,7 +62,8 @@ def blocked_pairs(session: Session, pairs: Iterable[tuple[str, str]]) -> set[tup
     rows = session.execute(
         text(
             f"SELECT b.blocker_id, b.blocked_id FROM {pairs_table} "  # noqa: S608 - no values
-            "JOIN blocked_users AS b ON b.blocker_id = j.blocker AND b.blocked_id = j.blocked"
+            f"JOIN blocked_users AS b{indexes.hint(session, indexes.PRIMARY)} "
+            "ON b.blocker_id = j.blocker AND b.blocked_id = j.blocked"
         ),
         {"pairs": json_rows.dumps(wanted)},
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select, tuple_, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from messenger.models import MassMessage
+from messenger.repositories import client_ids, indexes
 
 #: Statuses a fan-out still has to work on.
 ACTIVE = ("queued", "sending")
@@ -16,14 +17,7 @@ FINAL = ("sent", "failed", "canceled")
 
 
 def by_client_ids(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], MassMessage]:
-    if not pairs:
-        return {}
-    rows = session.scalars(
-        select(MassMessage).where(
-            tuple_(MassMessage.sender_id, MassMessage.client_msg_id).in_(list(set(pairs)))
-        )
-    )
-    return {(m.sender_id, m.client_msg_id): m for m in rows}
+    return {(m.sender_id, m.client_msg_id): m for m in client_ids.rows(session, MassMessage, pairs)}
 
 
 def get(session: Session, mass_message_id: int, *, for_update: bool = False) -> MassMessage | None:
@@ -79,7 +73,11 @@ def release(session: Session, mass_message_id: int, owner: str) -> None:
 def sent_by(
     session: Session, sender_id: str, *, before: int | None = None, limit: int = 50
 ) -> list[MassMessage]:
-    query = select(MassMessage).where(MassMessage.sender_id == sender_id)
+    query = indexes.force(
+        select(MassMessage).where(MassMessage.sender_id == sender_id),
+        MassMessage,
+        "ix_mass_messages_sender_id_id",
+    )
     if before is not None:
         query = query.where(MassMessage.id < before)
     return list(session.scalars(query.order_by(MassMessage.id.desc()).limit(limit)))

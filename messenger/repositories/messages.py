@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, select, text, tuple_, update
+from sqlalchemy import bindparam, false, select, text, true, update
 from sqlalchemy.orm import Session
 
 from messenger.models import Message, UTCDateTime, utcnow
-from messenger.repositories import json_rows
+from messenger.repositories import client_ids, conversations, indexes, json_rows
 
 MessageKey = tuple[str, str, str]  # (sender_id, client_msg_id, recipient_id): the idempotency key
+UNIQUE_KEY = "uq_messages_sender_id_client_msg_id_recipient_id"
+#: the indexes the pages read (see :mod:`indexes`)
+HISTORY = "ix_messages_sender_id_recipient_id_blocked_id"
+INBOX = "ix_messages_recipient_id_id"
+UNREAD = "ix_messages_recipient_id_blocked_read_at_id"
+FROM_PEER = "ix_messages_recipient_id_sender_id_read_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,12 +40,19 @@ class NewMessage:
 
 
 def by_keys(session: Session, keys: Sequence[MessageKey]) -> dict[MessageKey, Message]:
-    """Stored messages for the given idempotency keys, in one query."""
-    if not keys:
+    """Stored messages for the given idempotency keys, in one query through the unique key."""
+    wanted = sorted(set(keys))
+    if not wanted:
         return {}
+    keys_table = json_rows.table(session, "keys", [*json_rows.CLIENT_ID_PAIR, ("recipient", json_rows.ID)])
+    hint = indexes.hint(session, UNIQUE_KEY, constraint=True)
     rows = session.scalars(
-        select(Message).where(
-            tuple_(Message.sender_id, Message.client_msg_id, Message.recipient_id).in_(list(set(keys)))
+        select(Message).from_statement(
+            text(
+                f"SELECT m.* FROM {keys_table} JOIN messages AS m{hint} "  # noqa: S608 - no values
+                "ON m.sender_id = j.sender AND m.client_msg_id = j.client_msg_id "
+                "AND m.recipient_id = j.recipient"
+            ).bindparams(keys=json_rows.dumps(wanted))
         )
     )
     return {(m.sender_id, m.client_msg_id, m.recipient_id): m for m in rows}
@@ -47,22 +61,7 @@ def by_keys(session: Session, keys: Sequence[MessageKey]) -> dict[MessageKey, Me
 def by_client_ids(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[MessageKey, Message]:
     """Stored messages by (sender, client id), whatever their recipient, in one query; not the
     copies of a mass message (there may be a hundred thousand of them)."""
-    wanted = sorted(set(pairs))
-    if not wanted:
-        return {}
-    # joined on the unique key from one JSON parameter: a row-constructor IN of a batch's pairs
-    # took MariaDB several ms to plan
-    pairs_table = json_rows.table(
-        session, "pairs", [("sender", json_rows.ID), ("client_msg_id", json_rows.ID)]
-    )
-    rows = session.scalars(
-        select(Message).from_statement(
-            text(
-                f"SELECT m.* FROM {pairs_table} JOIN messages AS m "  # noqa: S608 - no values
-                "ON m.sender_id = j.sender AND m.client_msg_id = j.client_msg_id WHERE m.list_id IS NULL"
-            ).bindparams(pairs=json_rows.dumps(wanted))
-        )
-    )
+    rows = client_ids.rows(session, Message, pairs, where="t.list_id IS NULL")
     return {(m.sender_id, m.client_msg_id, m.recipient_id): m for m in rows}
 
 
@@ -160,7 +159,8 @@ def store_copies(
         "INSERT INTO messages (sender_id, recipient_id, client_msg_id, body, blocked, list_id, sent_at) "  # noqa: S608 - no values
         "SELECT :sender, j.id, :client_msg_id, :body, :blocked, :list_id, :sent_at "
         f"FROM {json_rows.table(session, 'ids', [('id', json_rows.ID)])} WHERE NOT EXISTS ("
-        "SELECT 1 FROM messages AS m WHERE m.sender_id = :sender AND m.client_msg_id = :client_msg_id "
+        f"SELECT 1 FROM messages AS m{indexes.hint(session, UNIQUE_KEY, constraint=True)} "
+        "WHERE m.sender_id = :sender AND m.client_msg_id = :client_msg_id "
         "AND m.recipient_id = j.id) RETURNING id, recipient_id"
     ).bindparams(bindparam("sent_at", type_=UTCDateTime()))
     rows = session.execute(
@@ -192,13 +192,18 @@ def conversation(
 
     Messages ``peer`` sent to ``viewer`` while blocked are left out. Messages ``viewer`` sent
     are always shown to ``viewer``: hiding them would tell the sender they are blocked.
-    Each direction is read through its own (sender, recipient, id) index range and merged.
+    Each direction, and each side of the blocked flag, is its own (sender, recipient, blocked,
+    id) index range, read up to ``limit`` and merged: a page reads no message it does not show,
+    however many a blocked sender has pushed into the void.
     """
 
-    def page(sender: str, recipient: str, hide_blocked: bool) -> list[Message]:
-        query = select(Message).where(Message.sender_id == sender, Message.recipient_id == recipient)
-        if hide_blocked:
-            query = query.where(Message.blocked.is_(False))
+    def page(sender: str, recipient: str, blocked: bool) -> list[Message]:
+        query = select(Message).where(
+            Message.sender_id == sender,
+            Message.recipient_id == recipient,
+            Message.blocked == (true() if blocked else false()),
+        )
+        query = indexes.force(query, Message, HISTORY)
         if before is not None:
             query = query.where(Message.id < before)
         if after is not None:
@@ -206,7 +211,9 @@ def conversation(
         order = Message.id.desc() if newest_first else Message.id.asc()
         return list(session.scalars(query.order_by(order).limit(limit)))
 
-    rows = page(viewer, peer, False) + ([] if viewer == peer else page(peer, viewer, True))
+    rows = page(viewer, peer, False) + page(viewer, peer, True)
+    if viewer != peer:
+        rows += page(peer, viewer, False)
     rows.sort(key=lambda m: m.id, reverse=newest_first)
     return rows[:limit]
 
@@ -219,9 +226,12 @@ def unread(
     The unread ones; or, with ``after``, every message after that id (what ``sync`` asks for),
     or only the unread ones after it with ``unread_only`` (a keyset cursor over the unread).
     """
-    query = select(Message).where(Message.recipient_id == user_id, Message.blocked.is_(False))
+    query = select(Message).where(Message.recipient_id == user_id, Message.blocked == false())
     if after is None or unread_only:
-        query = query.where(Message.read_at.is_(None))
+        # one range of the unread index: what was read or blocked is not in it
+        query = indexes.force(query.where(Message.read_at.is_(None)), Message, UNREAD)
+    else:
+        query = indexes.force(query, Message, INBOX)
     if after is not None:
         query = query.where(Message.id > after)
     return list(session.scalars(query.order_by(Message.id).limit(limit)))
@@ -240,7 +250,7 @@ def mark_read(
     (optionally only those from ``peer``).
 
     Returns, per sender whose messages changed, the highest id marked: what their ``read``
-    event reports.
+    event reports. The reader's unread counts (:func:`conversations.read`) go down with them.
     """
     if (up_to is None) == (ids is None):
         raise ValueError("mark_read takes either up_to or ids")
@@ -248,22 +258,26 @@ def mark_read(
         Message.recipient_id == reader,
         Message.id <= up_to if up_to is not None else Message.id.in_(list(ids or [])),
         Message.read_at.is_(None),
-        Message.blocked.is_(False),
+        Message.blocked == false(),
     ]
+    index = UNREAD if ids is None else indexes.PRIMARY
     if peer is not None:
         conditions.append(Message.sender_id == peer)
+        index = FROM_PEER if ids is None else index
     # FOR UPDATE: a message committed between this read and the update is either in both or
     # in neither, so every message marked read is reported to its sender
-    rows = session.execute(
-        select(Message.sender_id, func.max(Message.id))
-        .where(*conditions)
-        .group_by(Message.sender_id)
-        .with_for_update()
-    )
-    senders = {sender: top for sender, top in rows}
-    if senders:
+    # (the rows, not counts grouped by sender: a GROUP BY made SQLite read the reader's whole
+    # history through the index that sorts by sender)
+    query = select(Message.sender_id, Message.id).where(*conditions)
+    tops: dict[str, int] = {}
+    counts: Counter[str] = Counter()
+    for sender, message_id in session.execute(indexes.force(query, Message, index).with_for_update()):
+        tops[sender] = max(tops.get(sender, 0), message_id)
+        counts[sender] += 1
+    if tops:
         session.execute(update(Message).where(*conditions).values(read_at=at or utcnow()))
-    return senders
+        conversations.read(session, reader, counts)
+    return tops
 
 
 def by_ids(session: Session, ids: Sequence[int]) -> dict[int, Message]:

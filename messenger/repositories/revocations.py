@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
 from acl.principal import Principal
 from acl.revocation import Revocation
 from messenger.models import TokenRevocation
+from messenger.repositories import indexes
 
 
 def add(session: Session, revocation: Revocation, *, by: str, reason: str | None = None) -> TokenRevocation:
@@ -24,13 +25,18 @@ def add(session: Session, revocation: Revocation, *, by: str, reason: str | None
 
 
 def is_revoked(session: Session, principal: Principal) -> bool:
-    """True if a stored revocation covers the token of ``principal`` (one indexed query).
+    """True if a stored revocation covers the token of ``principal``.
 
     Mirrors :meth:`acl.revocation.Revocation.covers`: the token's ``jti`` is revoked, or a
-    cut-off for its user is later than its ``iat`` (or the token has no ``iat``).
+    cut-off for its user is later than its ``iat`` (or the token has no ``iat``). One statement
+    of two EXISTS, each one lookup in its own index, however many revocations a user has (an
+    OR of both in one WHERE let the optimizer scan the table).
     """
-    user_cutoff = TokenRevocation.user_id == principal.user_id
+    cutoff = select(TokenRevocation.id).where(TokenRevocation.user_id == principal.user_id)
     if principal.issued_at is not None:
-        user_cutoff = and_(user_cutoff, TokenRevocation.issued_before > principal.issued_at)
-    matches = user_cutoff if principal.jti is None else or_(TokenRevocation.jti == principal.jti, user_cutoff)
-    return session.scalar(select(TokenRevocation.id).where(matches).limit(1)) is not None
+        cutoff = cutoff.where(TokenRevocation.issued_before > principal.issued_at)
+    checks = [exists(indexes.force(cutoff, TokenRevocation, "ix_token_revocations_user_id"))]
+    if principal.jti is not None:
+        by_jti = select(TokenRevocation.id).where(TokenRevocation.jti == principal.jti)
+        checks.append(exists(indexes.force(by_jti, TokenRevocation, "ix_token_revocations_jti")))
+    return bool(session.scalar(select(or_(*checks))))

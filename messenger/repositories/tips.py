@@ -5,18 +5,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from messenger.models import Tip
+from messenger.repositories import client_ids, indexes
 
 
 def by_client_ids(session: Session, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Tip]:
     """Tips by (payer, client message id), in one query."""
-    if not pairs:
-        return {}
-    rows = session.scalars(select(Tip).where(tuple_(Tip.payer_id, Tip.client_msg_id).in_(list(set(pairs)))))
-    return {(t.payer_id, t.client_msg_id): t for t in rows}
+    return {(t.payer_id, t.client_msg_id): t for t in client_ids.rows(session, Tip, pairs)}
 
 
 def due(session: Session, now: datetime, limit: int) -> list[int]:
@@ -44,7 +42,9 @@ def claim(session: Session, tip_id: int, owner: str, now: datetime, lease_s: flo
 
 def received(session: Session, payee_id: str, *, before: int | None = None, limit: int = 50) -> list[Tip]:
     """Tips a creator received (settled successfully), newest first."""
-    query = select(Tip).where(Tip.payee_id == payee_id, Tip.status == "succeeded")
+    query = indexes.force(
+        select(Tip).where(Tip.payee_id == payee_id, Tip.status == "succeeded"), Tip, "ix_tips_payee_id_id"
+    )
     if before is not None:
         query = query.where(Tip.id < before)
     return list(session.scalars(query.order_by(Tip.id.desc()).limit(limit)))
@@ -52,7 +52,7 @@ def received(session: Session, payee_id: str, *, before: int | None = None, limi
 
 def sent(session: Session, payer_id: str, *, before: int | None = None, limit: int = 50) -> list[Tip]:
     """Tips a member sent, whatever their status, newest first."""
-    query = select(Tip).where(Tip.payer_id == payer_id)
+    query = indexes.force(select(Tip).where(Tip.payer_id == payer_id), Tip, "ix_tips_payer_id_id")
     if before is not None:
         query = query.where(Tip.id < before)
     return list(session.scalars(query.order_by(Tip.id.desc()).limit(limit)))
