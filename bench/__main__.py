@@ -9,6 +9,10 @@ Scenarios (``all`` runs every one, in this order):
   connect    authenticated CONNECTs/s, and 10,000 idle connections with presence mirrored
   rest       REST history pages and HTTP sends: requests/s and latency
 
+``python -m bench seed [--scale 0.01] [--database-url URL]`` is not a scenario: it fills a
+database with a realistic dataset (10M messages, 1M users, power-law creators, lists, blocks,
+tips, read state) and writes a manifest of the ids a benchmark needs; see bench/seed.py.
+
 Each scenario starts the stack it runs on (on free loopback ports) and stops it afterwards:
 ``embedded`` is ``messenger serve`` on a fresh SQLite file, ``production`` is Mosquitto with the
 plugin, separate handlers, the bridge and the API on MariaDB (database ``messenger_bench``,
@@ -20,6 +24,7 @@ over time. ``--quick`` runs each scenario for a few seconds (what the suite's te
     python -m bench all --stack production --plot var/bench/all.png
     python -m bench connect --stack production --idle 10000
     python -m bench relay pipeline --quick --stack embedded
+    python -m bench seed --scale 0.01 --database-url sqlite:///var/seed.db
 
 See docs/performance.md for what each figure means and what bounds it.
 """
@@ -71,6 +76,11 @@ def parser(known: dict[str, Scenario]) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["seed"]:  # a command of its own, with its own options
+        from bench import seed
+
+        return seed.main(given[1:])
     known = scenarios()
     args = parser(known).parse_args(argv)
     chosen = list(known) if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
