@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from acl.principal import Role
@@ -61,6 +61,26 @@ def _database_url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> str
     if backend == "mariadb":
         return MARIADB_URL
     raise ValueError(f"unknown backend {backend!r}")
+
+
+@contextmanager
+def fresh_database(backend: str, tmp_path: Path, name: str = "db") -> Iterator[str]:
+    """A database URL nobody else uses: a new SQLite file under ``tmp_path``, or a new database
+    ``<test db>_<name>_<hex>`` on the MariaDB server, dropped on the way out."""
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / f'{name}-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    base = make_url(MARIADB_URL)
+    database = f"{base.database}_{name}_{uuid.uuid4().hex[:8]}"
+    server = create_db_engine(base.set(database="").render_as_string(hide_password=False))
+    try:
+        with server.begin() as conn:
+            conn.execute(text(f"CREATE DATABASE `{database}`"))
+        yield base.set(database=database).render_as_string(hide_password=False)
+    finally:
+        with server.begin() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS `{database}`"))
+        server.dispose()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -12,8 +12,8 @@ from sqlalchemy import inspect
 from bench import migration
 from bench.__main__ import main as bench_main
 from messenger.db import create_db_engine
-from tests.bench.test_seed import SMALL, fresh_database, seed_argv
-from tests.conftest import BACKENDS
+from tests.bench.test_seed import SMALL, seed_argv
+from tests.conftest import BACKENDS, fresh_database
 
 pytestmark = [
     pytest.mark.mariadb,
@@ -22,7 +22,7 @@ pytestmark = [
 
 
 def test_migration_round_trip_with_the_probe(tmp_path: Path) -> None:
-    with fresh_database("mariadb", tmp_path) as url:
+    with fresh_database("mariadb", tmp_path, "mig") as url:
         assert bench_main(seed_argv(url, tmp_path / "manifest.json", **SMALL)) == 0
         engine = create_db_engine(url)
         try:

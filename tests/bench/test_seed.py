@@ -9,24 +9,21 @@ Each MariaDB load gets a database of its own (``<test db>_seed_<hex>``), dropped
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, text
 
 from bench import seed
 from bench.__main__ import main as bench_main
-from bench.stacks import ensure_database
 from bench.suite import Progress
 from messenger.db import create_db_engine, migrate
 from messenger.models import Base
-from tests.conftest import BACKENDS, MARIADB_URL
+from tests.conftest import BACKENDS, fresh_database
 
 UNTIL = "2026-01-01"
 #: small enough for CI, large enough for every part of the shape to show (several creators, a
@@ -59,28 +56,6 @@ def seed_argv(url: str, manifest: Path, loader: str = "auto", **shape: int) -> l
     return [*args, "--no-progress"]
 
 
-@contextmanager
-def fresh_database(backend: str, tmp_path: Path) -> Iterator[str]:
-    """A database URL nobody else uses: a new SQLite file, or a new MariaDB database dropped
-    on the way out."""
-    if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / f'seed-{uuid.uuid4().hex[:8]}.db'}"
-        return
-    base = make_url(MARIADB_URL)
-    name = f"{base.database}_seed_{uuid.uuid4().hex[:8]}"
-    url = base.set(database=name).render_as_string(hide_password=False)
-    ensure_database(url)
-    try:
-        yield url
-    finally:
-        server = create_db_engine(base.set(database="").render_as_string(hide_password=False))
-        try:
-            with server.begin() as conn:
-                conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        finally:
-            server.dispose()
-
-
 def local_infile(url: str) -> bool:
     engine = create_db_engine(url)
     try:
@@ -111,7 +86,7 @@ def seeded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     """The small dataset, loaded once per backend and loader through ``python -m bench seed``."""
     backend, loader = request.param
     tmp_path = tmp_path_factory.mktemp("seed")
-    with fresh_database(backend, tmp_path) as url:
+    with fresh_database(backend, tmp_path, "seed") as url:
         if loader == "infile" and not local_infile(url):
             pytest.skip("the MariaDB server has local_infile off")
         manifest_path = tmp_path / "manifest.json"
@@ -381,7 +356,7 @@ def test_an_interrupted_load_adds_the_indexes_back(
         raise KeyboardInterrupt  # as SIGTERM does (python -m bench seed turns it into this)
 
     original = seed.Stream.messages
-    with fresh_database(backend, tmp_path) as url:
+    with fresh_database(backend, tmp_path, "seed") as url:
         engine = seed.seed_engine(url)
         try:
             migrate(engine)

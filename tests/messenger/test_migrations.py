@@ -3,40 +3,26 @@ swapped, and back down and up again, on each backend (a database of its own on M
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, inspect, make_url, text
+from sqlalchemy import Engine, inspect, text
 
 from messenger.db import alembic_config, create_db_engine, migrate
-from tests.conftest import BACKENDS, MARIADB_URL
+from tests.conftest import BACKENDS, fresh_database
 
 
 @pytest.fixture(params=BACKENDS)
-def empty_engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = create_db_engine(f"sqlite:///{tmp_path_factory.mktemp('mig') / 'm.db'}")
-        yield engine
-        engine.dispose()
-        return
-    base = make_url(MARIADB_URL)
-    name = f"{base.database}_mig_{uuid.uuid4().hex[:8]}"
-    server = create_db_engine(base.render_as_string(hide_password=False))
-    with server.begin() as conn:
-        conn.execute(text(f"CREATE DATABASE `{name}`"))
-    engine = create_db_engine(base.set(database=name).render_as_string(hide_password=False))
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-        with server.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-        server.dispose()
+def empty_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    with fresh_database(request.param, tmp_path, "mig") as url:
+        engine = create_db_engine(url)
+        try:
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def _indexes(engine: Engine) -> set[str]:

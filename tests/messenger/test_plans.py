@@ -19,10 +19,9 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, insert, make_url, text, update
+from sqlalchemy import Engine, insert, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from acl.principal import Principal, Role
@@ -50,7 +49,7 @@ from messenger.repositories import (
     users,
 )
 from messenger.repositories.messages import NewMessage
-from tests.conftest import BACKENDS, MARIADB_URL
+from tests.conftest import BACKENDS, fresh_database
 from tests.messenger.plans import assert_plans, capture
 
 #: how skewed: each heavy creator's history, over this many peers
@@ -206,34 +205,21 @@ _TABLES = (
 
 @pytest.fixture(scope="module", params=BACKENDS)
 def skewed_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Skewed]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{Path(tmp_path_factory.mktemp('plans')) / 'plans.db'}"
-        server = None
-    else:
-        base = make_url(MARIADB_URL)
-        name = f"{base.database}_plans_{uuid.uuid4().hex[:8]}"
-        server = create_db_engine(base.render_as_string(hide_password=False))
-        with server.begin() as conn:
-            conn.execute(text(f"CREATE DATABASE `{name}`"))
-        url = base.set(database=name).render_as_string(hide_password=False)
-    engine = create_db_engine(url)
-    try:
-        migrate(engine)
-        sessions = session_factory(engine)
-        data = _fill_light(sessions, "p-")
-        _analyze(engine)
-        if engine.dialect.name != "sqlite":
-            with engine.begin() as conn:
-                for table in _TABLES:
-                    conn.execute(text(f"ALTER TABLE {table} STATS_AUTO_RECALC=0"))
-        _fill_heavy(data)
-        yield data
-    finally:
-        engine.dispose()
-        if server is not None:
-            with server.begin() as conn:
-                conn.execute(text(f"DROP DATABASE IF EXISTS `{make_url(url).database}`"))
-            server.dispose()
+    with fresh_database(request.param, tmp_path_factory.mktemp("plans"), "plans") as url:
+        engine = create_db_engine(url)
+        try:
+            migrate(engine)
+            sessions = session_factory(engine)
+            data = _fill_light(sessions, "p-")
+            _analyze(engine)
+            if engine.dialect.name != "sqlite":
+                with engine.begin() as conn:
+                    for table in _TABLES:
+                        conn.execute(text(f"ALTER TABLE {table} STATS_AUTO_RECALC=0"))
+            _fill_heavy(data)
+            yield data
+        finally:
+            engine.dispose()
 
 
 def _analyze(engine: Engine) -> None:
