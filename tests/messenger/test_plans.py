@@ -14,6 +14,7 @@ sender's whole history for one lookup.
 
 from __future__ import annotations
 
+import importlib
 import json
 import uuid
 from collections.abc import Iterator
@@ -134,6 +135,8 @@ def _fill_heavy(d: Skewed) -> None:
             .values(read_at=now)
         )
     _load(d.sessions, [NewMessage(s, d.flooded, "u", "unread") for s in d.light[:FLOOD_UNREAD]])
+    # the heaviest creator has one unread reply from each of its peers
+    _load(d.sessions, [NewMessage(p, d.heavy[0], "reply", "thanks") for p in d.peers])
     with unit_of_work(d.sessions) as session:
         session.execute(
             text(
@@ -465,3 +468,31 @@ def test_a_batch_costs_its_size_not_its_senders_history(db: Skewed) -> None:
             assert_plans(cap, {"b": "PRIMARY"}, max_reads=40 * len(batch))
         finally:
             outer.rollback()
+
+
+# --- migrations -----------------------------------------------------------------------------------
+
+
+def test_unread_backfill_counts_each_conversation_through_its_peer_range(
+    db: Skewed, session: Session
+) -> None:
+    """Migration 0005 fills the counters conversation by conversation; for the heaviest
+    creator's conversations (a peer each, an unread reply from every peer) each count reads that
+    peer's range, not every unread message the creator has."""
+    migration = importlib.import_module("messenger.migrations.versions.0005_unread_counts_stable_plans")
+    statement = migration.backfill_statement(session.get_bind().dialect.name)
+    owner = db.heavy[0]
+    with capture(session) as cap:
+        updated = session.execute(text(f"{statement} WHERE owner_id = :owner"), {"owner": owner})
+    assert updated.rowcount >= HEAVY_PEERS  # type: ignore[attr-defined]
+    assert_plans(
+        cap,
+        {"m": "ix_messages_recipient_id_sender_id_read_at"},
+        max_reads=10 * HEAVY_PEERS,
+    )
+    counts = dict(
+        session.execute(
+            text("SELECT peer_id, unread_count FROM conversations WHERE owner_id = :o"), {"o": owner}
+        ).all()
+    )
+    assert all(counts[p] == 1 for p in db.peers)
