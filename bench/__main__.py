@@ -1,6 +1,6 @@
 """Messenger's benchmark suite: ``python -m bench SCENARIO... [--stack embedded|production|both]``.
 
-Scenarios (``all`` runs every one, in this order):
+Scenarios (``all`` runs every one but ``data``, in this order):
 
   relay      the ceiling: the load generator publishes straight through the broker to subscribers
   pipeline   message commands through the handler: stored, delivered; sustained rate, latency at
@@ -8,6 +8,10 @@ Scenarios (``all`` runs every one, in this order):
   fanout     a creator mass-messages a 100,000-member list with 1,000 members online
   connect    authenticated CONNECTs/s, and 10,000 idle connections with presence mirrored
   rest       REST history pages and HTTP sends: requests/s and latency
+  data       the pipeline, REST pages, a catch-up of 10,000 unread, first connects and a mass
+             message to 100,000, on a seeded database (``python -m bench seed``) and on an empty
+             one in the same run, side by side; it starts its own production stacks, one per
+             database (``--seed-manifest``; see bench/scenarios/data.py)
 
 ``python -m bench seed [--scale 0.01] [--database-url URL]`` is not a scenario: it fills a
 database with a realistic dataset (10M messages, 1M users, power-law creators, lists, blocks,
@@ -25,6 +29,7 @@ over time. ``--quick`` runs each scenario for a few seconds (what the suite's te
     python -m bench connect --stack production --idle 10000
     python -m bench relay pipeline --quick --stack embedded
     python -m bench seed --scale 0.01 --database-url sqlite:///var/seed.db
+    python -m bench data --seed-manifest var/bench/seed-messenger_seed.json
 
 See docs/performance.md for what each figure means and what bounds it.
 """
@@ -47,9 +52,16 @@ from scripts.topology import DEFAULT_REDIS_URL, ROOT
 
 
 def scenarios() -> dict[str, Scenario]:
-    from bench.scenarios import connect, fanout, messaging, rest
+    from bench.scenarios import connect, data, fanout, messaging, rest
 
-    found = [messaging.RELAY, messaging.PIPELINE, fanout.SCENARIO, connect.SCENARIO, rest.SCENARIO]
+    found = [
+        messaging.RELAY,
+        messaging.PIPELINE,
+        fanout.SCENARIO,
+        connect.SCENARIO,
+        rest.SCENARIO,
+        data.SCENARIO,
+    ]
     return {s.name: s for s in found}
 
 
@@ -83,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         return seed.main(given[1:])
     known = scenarios()
     args = parser(known).parse_args(argv)
-    chosen = list(known) if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
+    from bench.scenarios.data import OwnStacks
+
+    # "all" leaves out the scenarios that need more than a stack (data: a seeded database)
+    every = [name for name, s in known.items() if not isinstance(s, OwnStacks)]
+    chosen = every if "all" in args.scenarios else list(dict.fromkeys(args.scenarios))
     stacks = list(STACKS) if args.stack == "both" else [args.stack]
     options = StackOptions(
         database_url=args.database_url, redis_url=args.redis_url, handlers=args.handlers, workers=args.workers
@@ -101,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     try:
         for name in chosen:
+            scenario = known[name]
+            if isinstance(scenario, OwnStacks):  # one result per column, stacks started inside
+                found = scenario.run_stacks(args, options, progress)
+                progress.finish()
+                results.extend(found)
+                print_table(found)
+                sys.stdout.flush()
+                continue
             for stack_name in stacks:
                 progress.step(f"{name} on {stack_name}: starting the stack")
                 t0 = time.monotonic()
@@ -118,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         progress.finish()
         print("interrupted: the figures so far follow", file=sys.stderr)
-    if len(results) > 1:
+    # one scenario of its own stacks has printed all its columns together already
+    if len(results) > 1 and not (len(chosen) == 1 and isinstance(known[chosen[0]], OwnStacks)):
         print("\n==================== all results ====================")
         print_table(results)
     write_json(results, json_path, env)
