@@ -25,21 +25,12 @@ from bench.scenarios import data
 from bench.stacks import StackOptions
 from bench.suite import Progress, Result
 from messenger.db import create_db_engine
+from tests.bench.test_seed import SMALL
 from tests.conftest import MARIADB_URL
 
 #: a few creators, a list, a catch-up member with several pages of unread, blocks among the
 #: list's members: every part has something to count
-SHAPE = {
-    "messages": 20_000,
-    "users": 1_500,
-    "creators": 40,
-    "largest_sent": 2_000,
-    "largest_peers": 200,
-    "largest_list": 150,
-    "catchup_unread": 60,
-    "worst_unread": 300,
-    "seed": 7,
-}
+SHAPE = {**SMALL, "catchup_unread": 60}
 PAGE = 8
 
 
