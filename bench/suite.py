@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -110,6 +111,12 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
     if not sorted_values:
         return None
     return sorted_values[min(len(sorted_values) - 1, int(p * len(sorted_values)))]
+
+
+def p50_p99(values: Iterable[float]) -> tuple[float | None, float | None]:
+    """The median and the 99th percentile of ``values`` (any order); None when empty."""
+    ordered = sorted(values)
+    return percentile(ordered, 0.5), percentile(ordered, 0.99)
 
 
 # --- the table ------------------------------------------------------------------------------------

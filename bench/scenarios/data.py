@@ -86,7 +86,7 @@ from bench.scenarios.connect import PhaseError, rate_child
 from bench.scenarios.connect import _Pool as ClientPool
 from bench.scenarios.messaging import analyse
 from bench.stacks import Stack, StackError, StackOptions, running
-from bench.suite import CpuMeter, Progress, Result, percentile
+from bench.suite import CpuMeter, Progress, Result, p50_p99, percentile
 from messenger.db import create_db_engine, migrate
 from messenger.models import BlockedUser, Conversation, ListMember, MassMessage, MemberList, Message, User
 from scripts.topology import ROOT
@@ -645,11 +645,6 @@ class Run:
         return create_db_engine(self.stack.database_url)
 
 
-def _ms(values: list[float]) -> tuple[float | None, float | None]:
-    ordered = sorted(values)
-    return percentile(ordered, 0.5), percentile(ordered, 0.99)
-
-
 class PipelineLoad:
     """The pipeline's clients on one stack, and what its rounds measured."""
 
@@ -901,13 +896,13 @@ def measure_rest(runs: list[Run]) -> None:
                         windows[i],
                         runs[i].progress,
                     )
-                    timed[i].round_p99.append(_ms(timed[i].latencies_ms[before:])[1] or 0.0)
+                    timed[i].round_p99.append(p50_p99(timed[i].latencies_ms[before:])[1] or 0.0)
         finally:
             for client in clients:
                 client.close()
         for run, t, window in zip(runs, timed, windows, strict=True):
             result, name = run.result, endpoint.name
-            p50, p99 = _ms(t.latencies_ms)
+            p50, p99 = p50_p99(t.latencies_ms)
             result.row(f"{name}: p50", p50, "ms")
             result.row(f"{name}: p99", p99, "ms")
             window.rows(result, name, len(t.latencies_ms), "request")
@@ -968,7 +963,7 @@ def measure_catchup(runs: list[Run]) -> None:
                 run.progress.step(f"data on {run.label}: {label}, {work.catchup_unread:,} unread")
                 window = run.window()
                 ids, latencies, elapsed, wrong = read_unread(run, client, window)
-                p50, p99 = _ms(latencies)
+                p50, p99 = p50_p99(latencies)
                 result.row(f"{label}: time to read all", elapsed, "s")
                 result.row(f"{label}: pages", len(latencies))
                 result.row(f"{label}: p50 per page", p50, "ms")
@@ -1042,7 +1037,7 @@ def measure_connect(run: Run) -> None:
         failed.update(x["failed"])
         latencies += x["latencies_ms"]
     ended = max(x["ended"] for x in outcomes)
-    p50, p99 = _ms(latencies)
+    p50, p99 = p50_p99(latencies)
     result.row("first connects/s", accepted / (ended - start) if ended > start else None, "/s")
     result.row("first connects: CONNACK p50", p50, "ms")
     result.row("first connects: CONNACK p99", p99, "ms")

@@ -45,7 +45,7 @@ from bench.load import LoadError, external_loop_client, no_delay, open_client
 from bench.procstat import close_children
 from bench.scenarios import Scenario
 from bench.stacks import Stack, bench_engine
-from bench.suite import CpuMeter, Progress, Result, percentile
+from bench.suite import CpuMeter, Progress, Result, p50_p99, percentile
 from messenger.models import BlockedUser, Conversation, ListMember, MassMessage, MemberList, Message, User
 
 #: --quick: members, online members, seconds of baseline
@@ -526,11 +526,6 @@ def _sizes(args: argparse.Namespace) -> tuple[int, int, float]:
     return args.members, args.online, args.baseline
 
 
-def _ms(values: list[float]) -> tuple[float | None, float | None]:
-    ordered = sorted(v * 1000 for v in values)
-    return percentile(ordered, 0.5), percentile(ordered, 0.99)
-
-
 def run(stack: Stack, args: argparse.Namespace, progress: Progress) -> Result:
     members, online, baseline = _sizes(args)
     result = Result("fanout", stack.name, stack.describe())
@@ -638,8 +633,8 @@ def run(stack: Stack, args: argparse.Namespace, progress: Progress) -> Result:
         )
         base, base_n, base_lost = probe.window(baseline_start, t_mass)
         during, during_n, during_lost = probe.window(t_mass, t_done)
-        b50, b99 = _ms(base)
-        d50, d99 = _ms(during)
+        b50, b99 = p50_p99(v * 1000 for v in base)
+        d50, d99 = p50_p99(v * 1000 for v in during)
         result.row("1:1 probe before: p50 / p99", f"{_f(b50)} / {_f(b99)}", "ms")
         result.row("1:1 probe during the fan-out: p50", d50, "ms")
         result.row("1:1 probe during the fan-out: p99", d99, "ms")

@@ -56,7 +56,7 @@ def used_elsewhere(session: Session, pairs: Sequence[Pair], *, kind: Kind) -> se
 def _join(session: Session, table: str, sender: str) -> str:
     """The bound pairs ``j`` joined to ``table`` as ``t`` through its unique key."""
     pairs_table = json_rows.table(session, "pairs", json_rows.CLIENT_ID_PAIR)
-    hint = indexes.hint(session, _UNIQUE[table], constraint=True)
+    hint = indexes.hint(session, UNIQUE_KEYS[table], constraint=True)
     return (
         f"{pairs_table} JOIN {table} AS t{hint} "
         f"ON t.{sender} = j.sender AND t.client_msg_id = j.client_msg_id"
@@ -72,7 +72,7 @@ _KINDS: dict[Kind, tuple[str, str, str]] = {
 }
 _MODEL_KIND: dict[type, Kind] = {Message: "message", Tip: "tip", MassMessage: "mass"}
 #: each table's unique key on (sender, client id[, recipient])
-_UNIQUE = {
+UNIQUE_KEYS = {
     "messages": "uq_messages_sender_id_client_msg_id_recipient_id",
     "tips": "uq_tips_payer_id_client_msg_id",
     "mass_messages": "uq_mass_messages_sender_id_client_msg_id",

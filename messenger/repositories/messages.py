@@ -14,7 +14,7 @@ from messenger.models import Message, UTCDateTime, utcnow
 from messenger.repositories import client_ids, conversations, indexes, json_rows
 
 MessageKey = tuple[str, str, str]  # (sender_id, client_msg_id, recipient_id): the idempotency key
-UNIQUE_KEY = "uq_messages_sender_id_client_msg_id_recipient_id"
+UNIQUE_KEY = client_ids.UNIQUE_KEYS["messages"]
 #: the indexes the pages read (see :mod:`indexes`)
 HISTORY = "ix_messages_sender_id_recipient_id_blocked_id"
 INBOX = "ix_messages_recipient_id_id"

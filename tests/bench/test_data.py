@@ -5,28 +5,27 @@ database is left as it was for the next run, and the table gets its seeded/empty
 here asserts a speed.
 
 Both databases are of their own on the test MariaDB server (``<test db>_data_<hex>`` and
-``..._empty``) and dropped afterwards.
+``<test db>_data_empty_<hex>``) and dropped afterwards.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import make_url, text
+from sqlalchemy import text
 
 from bench.__main__ import main as bench_main
 from bench.scenarios import data
 from bench.stacks import StackOptions
 from bench.suite import Progress, Result
 from messenger.db import create_db_engine
-from tests.bench.test_seed import SMALL
-from tests.conftest import MARIADB_URL
+from tests.bench.test_seed import SMALL, seed_argv
+from tests.conftest import fresh_database
 
 #: a few creators, a list, a catch-up member with several pages of unread, blocks among the
 #: list's members: every part has something to count
@@ -34,32 +33,14 @@ SHAPE = {**SMALL, "catchup_unread": 60}
 PAGE = 8
 
 
-def _drop(name: str) -> None:
-    server = create_db_engine(make_url(MARIADB_URL).set(database="").render_as_string(hide_password=False))
-    try:
-        with server.begin() as conn:
-            conn.execute(text(f"DROP DATABASE IF EXISTS `{name}`"))
-    finally:
-        server.dispose()
-
-
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str, str]]:
     """(manifest, seeded URL, empty URL): a tiny seed through ``python -m bench seed``."""
-    base = make_url(MARIADB_URL)
-    name = f"{base.database}_data_{uuid.uuid4().hex[:8]}"
-    url = base.set(database=name).render_as_string(hide_password=False)
-    empty = base.set(database=f"{name}_empty").render_as_string(hide_password=False)
-    manifest = tmp_path_factory.mktemp("data") / "manifest.json"
-    argv = ["seed", "--database-url", url, "--manifest", str(manifest), "--until", "2026-01-01"]
-    for key, value in SHAPE.items():
-        argv += [f"--{key.replace('_', '-')}", str(value)]
-    try:
-        assert bench_main([*argv, "--loader", "json", "--no-progress"]) == 0
+    tmp = tmp_path_factory.mktemp("data")
+    with fresh_database("mariadb", tmp, "data") as url, fresh_database("mariadb", tmp, "data_empty") as empty:
+        manifest = tmp / "manifest.json"
+        assert bench_main(seed_argv(url, manifest, loader="json", **SHAPE)) == 0
         yield manifest, url, empty
-    finally:
-        _drop(name)
-        _drop(f"{name}_empty")
 
 
 def _scalar(url: str, sql: str, **params: object) -> Any:

@@ -20,15 +20,12 @@ from sqlalchemy import UniqueConstraint, event
 from sqlalchemy.orm import Session
 
 from messenger.models import Base
+from messenger.repositories import json_rows
 
 #: what a plan line says of one table access: (table or alias, index or None for a scan, detail)
 Access = tuple[str, str | None, str]
 
 _READS = ("first", "key", "last", "next", "prev", "rnd", "rnd_next")
-
-
-def is_mysql(session: Session) -> bool:
-    return session.get_bind().dialect.name in ("mysql", "mariadb")
 
 
 def _handler_reads(session: Session) -> int:
@@ -55,7 +52,7 @@ class Captured:
     def _explain(self, sql: str, params: Any) -> list[Access]:
         cursor = self.session.connection().connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
-            if is_mysql(self.session):
+            if json_rows.is_mysql(self.session):
                 cursor.execute(f"EXPLAIN {sql}", params)
                 names = [d[0] for d in cursor.description]
                 accesses = []
@@ -117,7 +114,7 @@ def _explainable(sql: str) -> bool:
 def capture(session: Session) -> Iterator[Captured]:
     """Record the statements ``session`` sends inside the block (and, on MariaDB, the rows read)."""
     captured = Captured(session)
-    mysql = is_mysql(session)
+    mysql = json_rows.is_mysql(session)
     if mysql:
         # SHOW STATUS reads rows itself: measure what two of them cost and take it off
         first = _handler_reads(session)

@@ -65,7 +65,7 @@ def upgrade() -> None:
     if bind.dialect.name in ("mysql", "mariadb"):
         # each step only if it is not done yet: MariaDB commits every ALTER at once, so a run
         # interrupted after them (the version still 0004) must be able to run again
-        if "unread_count" not in {c["name"] for c in sa.inspect(bind).get_columns("conversations")}:
+        if not _has_unread_count(bind):
             op.execute(
                 "ALTER TABLE conversations ADD COLUMN unread_count INTEGER NOT NULL DEFAULT 0,"
                 " ALGORITHM=INSTANT"
@@ -86,6 +86,10 @@ def upgrade() -> None:
     for name, _ in _DROPPED:
         op.drop_index(name, "messages")
     op.execute(backfill_statement(bind.dialect.name))
+
+
+def _has_unread_count(bind: sa.Connection) -> bool:
+    return "unread_count" in {c["name"] for c in sa.inspect(bind).get_columns("conversations")}
 
 
 def _indexes(bind: sa.Connection) -> set[str]:
@@ -159,7 +163,7 @@ def downgrade() -> None:
         drop = [ix for ix in _ADDED if ix[0] in present]
         if add or drop:
             op.execute(_online_alter(add=add, drop=drop))
-        if "unread_count" in {c["name"] for c in sa.inspect(bind).get_columns("conversations")}:
+        if _has_unread_count(bind):
             op.execute("ALTER TABLE conversations DROP COLUMN unread_count, ALGORITHM=INSTANT")
         return
     for name, cols in _DROPPED:
