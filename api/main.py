@@ -15,12 +15,12 @@ import uvicorn
 from acl.tokens import TokenVerifier
 from api.app import create_app
 from api.deps import build_deps
+from launch.process import require_redis
 from messenger.db import create_db_engine, session_factory
 from messenger.exceptions import ConfigurationError
 from messenger.metrics import Metrics
 from messenger.mqtt import MqttPublisher, service_client
 from messenger.presence import RedisPresenceStore
-from messenger.process import require_redis
 from messenger.ratelimit import create_rate_limiter
 from messenger.services import create_services
 from messenger.settings import ApiSettings

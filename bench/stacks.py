@@ -152,7 +152,7 @@ class EmbeddedStack:
         env |= self.env
         with self.log.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "messenger.cli", "serve"],
+                [sys.executable, "-m", "launch.cli", "serve"],
                 cwd=ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 
 from bridge.bridge import PresenceBridge
+from launch.process import require_redis, wait_for_stop_signal
 from messenger.exceptions import ConfigurationError
 from messenger.mqtt import service_client
 from messenger.presence import RedisPresenceStore
-from messenger.process import require_redis, wait_for_stop_signal
 from messenger.settings import ServiceClientSettings
 
 logger = logging.getLogger(__name__)

@@ -20,11 +20,11 @@ from acl.topics import SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER
 from handler.background import Background
 from handler.consumer import HandlerConsumer
 from handler.processor import CommandProcessor
+from launch.process import require_redis, wait_for_stop_signal
 from messenger.db import create_db_engine, session_factory
 from messenger.exceptions import ConfigurationError
 from messenger.metrics import Metrics
 from messenger.mqtt import service_client
-from messenger.process import require_redis, wait_for_stop_signal
 from messenger.ratelimit import create_rate_limiter
 from messenger.services import create_services
 from messenger.settings import HandlerSettings

@@ -131,6 +131,8 @@ class Topology:
             "MESSENGER_API_PORT": str(self.api_port),
             "MESSENGER_GATEWAY_SECRET": self.gateway_secret,
             "MESSENGER_NODE_ID": self.node_id,
+            # the separate processes refuse the published development secret unless told so
+            "MESSENGER_ENVIRONMENT": "development",
             "MESSENGER_LOG_LEVEL": os.environ.get("MESSENGER_LOG_LEVEL", "INFO"),
         }
         if self.send_rate_per_s is not None:
@@ -153,7 +155,7 @@ class Topology:
         return proc
 
     def _messenger(self, name: str, command: str, **env: str) -> subprocess.Popen[bytes]:
-        return self._spawn(name, [sys.executable, "-m", "messenger.cli", command], self.env(**env))
+        return self._spawn(name, [sys.executable, "-m", "launch.cli", command], self.env(**env))
 
     # processes
 
@@ -175,7 +177,7 @@ class Topology:
 
     def migrate(self) -> None:
         subprocess.run(
-            [sys.executable, "-m", "messenger.cli", "db", "upgrade"],
+            [sys.executable, "-m", "launch.cli", "db", "upgrade"],
             env=self.env(),
             check=True,
             capture_output=True,

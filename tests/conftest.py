@@ -35,12 +35,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from acl.principal import Role
 from acl.tokens import issue_token
+from launch.serve import Endpoints, Messenger
 from messenger.constants import DEV_SECRET
 from messenger.db import create_db_engine, migrate, session_factory, unit_of_work
 from messenger.mqtt import MqttPublisher, service_client
 from messenger.presence import MemoryPresenceStore, PresenceStore, RedisPresenceStore
 from messenger.repositories import users
-from messenger.serve import Endpoints, Messenger
 from messenger.settings import ServeSettings
 
 MARIADB_URL = os.environ.get("MESSENGER_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-SERVE = [sys.executable, "-m", "messenger.cli", "serve"]
+SERVE = [sys.executable, "-m", "launch.cli", "serve"]
 
 
 def free_port() -> int:

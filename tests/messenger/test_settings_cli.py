@@ -16,7 +16,8 @@ from sqlalchemy import inspect
 from acl.exceptions import InvalidToken
 from acl.principal import Role
 from acl.tokens import TokenConfig, TokenVerifier
-from messenger import __version__, cli
+from launch import cli
+from messenger import __version__
 from messenger.constants import DEV_SECRET
 from messenger.db import create_db_engine, session_factory, unit_of_work
 from messenger.repositories import users

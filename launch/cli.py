@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: CommonSettings) -> int:
     if args.command == "serve":
-        from messenger.serve import run
+        from launch.serve import run
         from messenger.settings import ServeSettings
 
         assert isinstance(settings, ServeSettings)  # noqa: S101 - narrowing for mypy
