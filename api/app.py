@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.deps import ApiDeps
@@ -35,10 +36,20 @@ The `/mqtt` endpoints are for brokers only (Mosquitto's plugin, EMQX, mosquitto-
 need the shared `X-Gateway-Secret`.
 """
 
+#: Where ``/docs`` (Swagger UI) and ``/redoc`` load their scripts, stylesheet and favicon from:
+#: the copies the ``fastapi-offline`` package ships, not a CDN, so that the pages work on a
+#: machine without internet.
+DOCS_ASSETS_URL = "/docs/assets"
 
-def create_app(deps: ApiDeps) -> FastAPI:
-    """Build the app around clients created at start-up (no module-level state)."""
-    app = FastAPI(
+
+def create_app(deps: ApiDeps, *, internal_routes: bool = True) -> FastAPI:
+    """Build the app around clients created at start-up (no module-level state).
+
+    ``internal_routes=False`` leaves out the broker gateway (``/mqtt/*``) and ``/metrics``,
+    which :func:`create_internal_app` then serves on a listener of their own.
+    """
+    app = FastAPIOffline(
+        static_url=DOCS_ASSETS_URL,
         title="Messenger",
         version=__version__,
         description=DESCRIPTION,
@@ -62,9 +73,24 @@ def create_app(deps: ApiDeps) -> FastAPI:
         me,
         admin,
         ops,
-        gateway,
     ):
         app.include_router(module.router)
+    if internal_routes:
+        app.include_router(ops.metrics_router)
+        app.include_router(gateway.router)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestMetrics, metrics=deps.metrics)
+    return app
+
+
+def create_internal_app(deps: ApiDeps) -> FastAPI:
+    """What only the internal network may reach: the broker gateway, health and ``/metrics``."""
+    app = FastAPI(
+        title="Messenger internal", version=__version__, openapi_url=None, docs_url=None, redoc_url=None
+    )
+    app.state.deps = deps
+    errors.install(app)
+    for router in (ops.router, ops.metrics_router, gateway.router):
+        app.include_router(router)
+    app.add_middleware(BodyLimit)
     return app

@@ -16,6 +16,7 @@ import paho.mqtt.client as mqtt
 
 from acl.topics import PRESENCE_FILTER, parse_presence_topic
 from messenger.exceptions import StoreUnavailable
+from messenger.metrics import Metrics
 from messenger.mqtt import ServiceSubscriber
 from messenger.presence import PresenceStore
 from messenger.protocol import parse_presence
@@ -48,10 +49,17 @@ class PresenceBridge(ServiceSubscriber):
     role = "presence bridge"
 
     def __init__(
-        self, client: mqtt.Client, store: PresenceStore, *, node_id: str, subscription: str = PRESENCE_FILTER
+        self,
+        client: mqtt.Client,
+        store: PresenceStore,
+        *,
+        node_id: str,
+        subscription: str = PRESENCE_FILTER,
+        metrics: Metrics | None = None,
     ) -> None:
         super().__init__(client, [subscription])
         self._store = store
+        self._metrics = metrics
         self._node_id = node_id
         self._queue: queue.Queue[tuple[PresenceChange, int, int]] = queue.Queue()
         self._add_thread(self._run, "presence-bridge")
@@ -100,10 +108,14 @@ class PresenceBridge(ServiceSubscriber):
                     change.user_id, change.device, online=change.online, node=self._node_id, at=change.at
                 )
                 self.applied += 1
+                if self._metrics is not None:
+                    self._metrics.presence_applied.inc()
                 return True
             except StoreUnavailable as exc:
                 if self._stopping.is_set():
                     return False
+                if self._metrics is not None:
+                    self._metrics.errors.labels("bridge", "presence_store").inc()
                 logger.warning("presence store unavailable (%s); retrying in %.1fs", exc, backoff)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -314,7 +314,7 @@ class EmbeddedBroker:
             bind_port(self._host, port, flag, env).close()
 
 
-def bind_port(host: str, port: int, flag: str, env: str) -> socket.socket:
+def bind_port(host: str, port: int, flag: str | None, env: str) -> socket.socket:
     """A TCP socket bound to ``host:port``; a taken port is a BrokerStartError naming ``flag``/``env``."""
     # IPPROTO_TCP, not 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say TCP, and
     # with Nagle on every HTTP answer written in two parts waited for a 40 ms delayed ACK
@@ -326,7 +326,8 @@ def bind_port(host: str, port: int, flag: str, env: str) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise BrokerStartError(
-                f"port {port} on {host} is already in use; choose another with {flag} or {env}"
+                f"port {port} on {host} is already in use; choose another with "
+                + (f"{flag} or {env}" if flag else env)
             ) from exc
         raise BrokerStartError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     return sock

@@ -100,11 +100,13 @@ class BackgroundWork:
             try:
                 mass_message_id = self._runner.claim()
             except StoreUnavailable as exc:
+                self._error("database")
                 logger.warning("fan-out: database unavailable (%s); retrying in %.1fs", exc, backoff)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             except Exception:
+                self._error("fanout")
                 logger.exception("fan-out: could not look for work")
                 self._stopping.wait(MAX_BACKOFF_S)
                 continue
@@ -130,12 +132,14 @@ class BackgroundWork:
             except (StoreUnavailable, ServiceUnavailable) as exc:
                 # nothing moved; if this outlasts the lease another worker may take over, and
                 # the next step here then sees it is no longer ours
+                self._error("database" if isinstance(exc, StoreUnavailable) else "list_service")
                 logger.warning("fan-out %d paused (%s); retrying in %.1fs", mass_message_id, exc, backoff)
                 self._stopping.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
                 continue
             except Exception as exc:
                 # not an outage: retrying would fail the same way, so it ends here, as failed
+                self._error("fanout")
                 logger.exception("fan-out %d failed on a chunk; marking it failed", mass_message_id)
                 try:
                     self._send(self._runner.fail(mass_message_id, f"{type(exc).__name__}: {exc}"))
@@ -160,6 +164,7 @@ class BackgroundWork:
             try:
                 due = tipping.due_tips(self._sessions, self._runner.owner)
             except Exception:
+                self._error("tips")
                 logger.warning("tips: could not look for due tips", exc_info=True)
                 due = []
                 self._stopping.wait(MAX_BACKOFF_S)
@@ -168,6 +173,7 @@ class BackgroundWork:
                     _, out = tipping.settle(self._sessions, self._billing, tip_id, self._policy)
                 except Exception:
                     # still pending: tried again, same key, once its lease has run out
+                    self._error("tips")
                     logger.warning("tips: settling tip %d failed; it will be retried", tip_id, exc_info=True)
                     continue
                 if out:
@@ -184,7 +190,13 @@ class BackgroundWork:
         if not out:
             return None
         actions.count(self._metrics, out, via="mqtt")
+        if self._metrics is not None:
+            self._metrics.mqtt_published.labels("background").inc(len(out))
         return self._publish(out)
+
+    def _error(self, kind: str) -> None:
+        if self._metrics is not None:
+            self._metrics.errors.labels("background", kind).inc()
 
     def _confirm(self) -> None:
         confirmation, self._in_flight = self._in_flight, None

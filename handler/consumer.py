@@ -76,6 +76,9 @@ class HandlerConsumer(ServiceSubscriber):
         self._add_thread(self._run, "handler-worker")
         self._add_thread(self._run_acker, "handler-acker")
         self.processed = 0
+        if metrics is not None:
+            metrics.handler_queue.set_function(lambda: float(self._queue.qsize()))
+            metrics.handler_unconfirmed.set_function(lambda: float(self._outstanding))
 
     def stop(self, join_timeout: float = 30.0) -> None:
         """Leave the subscriptions first, so that the other handlers of a shared group take the
@@ -89,6 +92,8 @@ class HandlerConsumer(ServiceSubscriber):
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         item = Inbound(msg.topic, bytes(msg.payload), bool(msg.retain))
         self._queue.put(_Received(item, msg.mid, msg.qos, self.connection))
+        if self._metrics is not None:
+            self._metrics.commands_received.inc()
 
     # worker thread
 
@@ -102,6 +107,7 @@ class HandlerConsumer(ServiceSubscriber):
                 self._handle(batch)
             except Exception:
                 # never let one batch end the worker; unacked, the broker may redeliver it
+                self._count_error("batch")
                 logger.exception("handler failed on a batch of %d; leaving it unacked", len(batch))
 
     def _next_batch(self) -> list[_Received]:
@@ -134,8 +140,11 @@ class HandlerConsumer(ServiceSubscriber):
             self._metrics.handler_batch_seconds.observe(time.perf_counter() - started)
         self._reserve(len(outputs))
         infos = [self._client.publish(o.topic, o.payload, qos=1) for o in outputs]
+        if self._metrics is not None:
+            self._metrics.mqtt_published.labels("handler").inc(len(infos))
         refused = [info for info in infos if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE]
         if refused:
+            self._count_error("publish_refused")
             logger.error(
                 "paho refused %d publishes (its queue is full); the batch stays unacked", len(refused)
             )
@@ -169,6 +178,7 @@ class HandlerConsumer(ServiceSubscriber):
             except StoreUnavailable as exc:
                 if self._stopping.is_set():
                     return None
+                self._count_error("database")
                 logger.warning(
                     "database unavailable (%s); retrying a batch of %d in %.1fs", exc, len(items), backoff
                 )
@@ -188,6 +198,7 @@ class HandlerConsumer(ServiceSubscriber):
             if not published:
                 # outputs not taken by the broker: no ack, so a broker with a persistent session
                 # redelivers the commands and the idempotent processor publishes them again
+                self._count_error("publish_unconfirmed")
                 logger.warning("publishes of a batch of %d not confirmed; leaving it unacked", len(batch))
                 continue
             for received in batch:
@@ -196,6 +207,12 @@ class HandlerConsumer(ServiceSubscriber):
                 if received.qos > 0 and received.connection == self.connection:
                     self._client.ack(received.mid, received.qos)
             self.processed += len(batch)
+            if self._metrics is not None:
+                self._metrics.commands_acked.inc(len(batch))
+
+    def _count_error(self, kind: str) -> None:
+        if self._metrics is not None:
+            self._metrics.errors.labels("handler", kind).inc()
 
     def _wait_published(self, infos: list[mqtt.MQTTMessageInfo]) -> bool:
         """True when the broker took every publish within the timeout."""

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 from datetime import timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
@@ -44,6 +45,12 @@ def user_id(text: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="messenger", description="Messenger: chat over MQTT.")
     parser.add_argument("--version", action="version", version=f"messenger {__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at MESSENGER_LOG_LEVEL also for one-shot commands (token, users, db, probe)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser(
@@ -94,6 +101,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = commands.add_parser("db", help="database schema").add_subparsers(dest="db_command", required=True)
     db.add_parser("upgrade", help="apply the migrations (serve does this on start)")
+
+    probe = commands.add_parser(
+        "probe",
+        help="exit 0 if a health endpoint answers 200 (the image's HEALTHCHECK)",
+        description="GET the URL and exit 0 on HTTP 200, else 1. Default: /healthz on "
+        "MESSENGER_INTERNAL_PORT if set, else on MESSENGER_API_PORT, on 127.0.0.1.",
+    )
+    probe.add_argument("url", nargs="?", help="the URL to ask (default: this role's /healthz)")
+    probe.add_argument("--timeout", type=float, default=3.0, help="seconds (default 3)")
     return parser
 
 
@@ -105,7 +121,18 @@ def _serve_settings(args: argparse.Namespace) -> object:
         for key in ("bind_host", "mqtt_port", "ws_port", "api_port", "database_url", "redis_url")
         if (value := getattr(args, key, None)) is not None
     }
-    return ServeSettings(**overrides)
+    return ServeSettings(**overrides, _secrets_dir=_secrets_dir())  # type: ignore[call-arg]  # pydantic-settings' init option
+
+
+#: Production roles: they refuse the published development secret unless told it is development.
+PROCESS_ROLES = ("api", "handler", "worker", "bridge")
+
+
+def _secrets_dir() -> Path | None:
+    """Where secret files are read from, by lower-case variable name (compose and Kubernetes
+    secrets: /run/secrets/messenger_jwt_secret); variables win over files."""
+    path = Path(os.environ.get("MESSENGER_SECRETS_DIR", "/run/secrets"))
+    return path if path.is_dir() else None
 
 
 def _settings(args: argparse.Namespace) -> object:
@@ -119,11 +146,37 @@ def _settings(args: argparse.Namespace) -> object:
         "worker": settings.HandlerSettings,
         "bridge": settings.ServiceClientSettings,
     }
-    return by_command.get(args.command, settings.CommonSettings)()
+    return by_command.get(args.command, settings.CommonSettings)(
+        _secrets_dir=_secrets_dir()  # type: ignore[call-arg]  # pydantic-settings' init option
+    )
+
+
+def _refuse_implicit_development(command: str, settings: CommonSettings) -> None:
+    """A production role never falls back to the development secret silently."""
+    from messenger.constants import DEV_SECRET
+    from messenger.settings import ApiSettings
+
+    if command not in PROCESS_ROLES:
+        return
+    if settings.hs256_secret() == DEV_SECRET and "environment" not in settings.model_fields_set:
+        raise ConfigurationError(
+            f"messenger {command} would verify tokens with the published development secret: set "
+            "MESSENGER_JWT_SECRET (or MESSENGER_JWT_PUBLIC_KEY), or MESSENGER_ENVIRONMENT=development "
+            "to run it on the development secret on purpose"
+        )
+    if not isinstance(settings, ApiSettings) or settings.environment == "development":
+        return
+    if settings.gateway_secret is None:
+        raise ConfigurationError(
+            f"MESSENGER_ENVIRONMENT={settings.environment}: messenger api needs MESSENGER_GATEWAY_SECRET "
+            "(the broker's plugin sends it with every CONNECT check)"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "probe":
+        return probe(args.url, args.timeout)
     from messenger.settings import CommonSettings
 
     try:
@@ -138,8 +191,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         return 2
     assert isinstance(settings, CommonSettings)  # noqa: S101 - narrowing for mypy
+    level = os.environ.get("MESSENGER_LOG_LEVEL", settings.log_level).upper()
+    if args.command not in ("serve", *PROCESS_ROLES) and not args.verbose:
+        level = "WARNING"  # a command a person types prints its answer, not our logs
     logging.basicConfig(
-        level=os.environ.get("MESSENGER_LOG_LEVEL", settings.log_level).upper(),
+        level=level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("amqtt").setLevel(logging.WARNING)
@@ -149,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     fold_amqtt_timeout_logs()
 
     try:
+        _refuse_implicit_development(args.command, settings)
         return _run(args, settings)
     except (BrokerStartError, ConfigurationError) as exc:
         print(f"messenger: {exc}", file=sys.stderr)
@@ -163,7 +220,7 @@ def _run(args: argparse.Namespace, settings: CommonSettings) -> int:
         assert isinstance(settings, ServeSettings)  # noqa: S101 - narrowing for mypy
         asyncio.run(run(settings))
         return 0
-    if args.command in ("api", "handler", "worker", "bridge"):
+    if args.command in PROCESS_ROLES:
         return _run_process(args.command, settings)
     if args.command == "token":
         secret = settings.hs256_secret()
@@ -192,6 +249,8 @@ def _run(args: argparse.Namespace, settings: CommonSettings) -> int:
     engine = create_db_engine(settings.database_url)
     try:
         migrate(engine)
+        if args.command == "db":
+            print(f"database schema up to date ({engine.url.render_as_string(hide_password=True)})")
         if args.command == "users":
             from messenger.repositories import users
 
@@ -205,23 +264,39 @@ def _run(args: argparse.Namespace, settings: CommonSettings) -> int:
 
 def _run_process(command: str, settings: CommonSettings) -> int:
     """One production process; each reads only its ``MESSENGER_*`` settings."""
+    from launch import process
     from messenger.settings import ApiSettings, HandlerSettings, ServiceClientSettings
 
     if command == "api":
-        from api.main import run as run_api
-
         assert isinstance(settings, ApiSettings)  # noqa: S101 - narrowing for mypy
-        return run_api(settings)
+        return process.run_api(settings)
     if command in ("handler", "worker"):
-        from handler.main import run as run_handler
-        from handler.main import run_worker
-
         assert isinstance(settings, HandlerSettings)  # noqa: S101 - narrowing for mypy
-        return run_handler(settings) if command == "handler" else run_worker(settings)
-    from bridge.main import run as run_bridge
-
+        return process.run_handler(settings) if command == "handler" else process.run_worker(settings)
     assert isinstance(settings, ServiceClientSettings)  # noqa: S101 - narrowing for mypy
-    return run_bridge(settings)
+    return process.run_bridge(settings)
+
+
+def probe(url: str | None, timeout: float) -> int:
+    """``messenger probe``: 0 when ``url`` (default: this role's /healthz) answers 200.
+
+    It reads the two port variables directly rather than the settings: a health check must not
+    fail on configuration that only the process itself needs.
+    """
+    import httpx
+
+    if url is None:
+        port = os.environ.get("MESSENGER_INTERNAL_PORT") or os.environ.get("MESSENGER_API_PORT", "8080")
+        url = f"http://127.0.0.1:{port}/healthz"
+    try:
+        status = httpx.get(url, timeout=timeout).status_code
+    except httpx.HTTPError as exc:
+        print(f"messenger probe: {url}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    if status != 200:
+        print(f"messenger probe: {url} answered {status}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":

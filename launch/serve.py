@@ -6,41 +6,30 @@ import asyncio
 import contextlib
 import logging
 import signal
-import socket
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import uvicorn
 from sqlalchemy.engine import make_url
 
 from acl.tokens import TokenVerifier
-from api.app import create_app
-from api.deps import build_deps
 from bridge.bridge import PresenceBridge
-from broker.server import EmbeddedBroker, Listeners, bind_port
+from broker.server import EmbeddedBroker, Listeners
 from handler.background import Background
 from handler.consumer import HandlerConsumer
-from handler.processor import CommandProcessor
+from launch import roles
+from launch.process import QuietServer, listen
+from launch.roles import Store
 from messenger.admission import ConnectGate
 from messenger.db import create_db_engine, migrate, session_factory
 from messenger.exceptions import ConfigurationError
 from messenger.metrics import Metrics
-from messenger.mqtt import MqttPublisher, service_client
+from messenger.mqtt import MqttPublisher
 from messenger.presence import create_presence_store
 from messenger.ratelimit import create_rate_limiter
 from messenger.services import create_services
 from messenger.settings import ServeSettings
-from messenger.tipping import TipPolicy
 
 logger = logging.getLogger(__name__)
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: ``serve`` owns SIGINT/SIGTERM."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +56,7 @@ class Messenger:
         self.limiter = create_rate_limiter(settings.redis_url, settings.send_limit())
         self.gate = ConnectGate(self.sessions)
         self.services = create_services(settings, self.sessions)
-        self.tip_policy = TipPolicy.of(settings)
+        self.store = Store(self.sessions, self.services, self.metrics)
         self.broker = EmbeddedBroker(
             self.verifier,
             host=settings.bind_host,
@@ -79,34 +68,30 @@ class Messenger:
         self.bridge: PresenceBridge | None = None
         self.publisher: MqttPublisher | None = None
         self.background: Background | None = None
-        self._api: _QuietServer | None = None
+        self._api: QuietServer | None = None
         self._api_task: asyncio.Task[None] | None = None
 
     async def start(self) -> Endpoints:
         s = self.settings
         self.broker.check_ports()  # a taken port fails before anything starts
-        api_sock = _listen(s.bind_host, s.api_port)
+        api_sock = listen(s.bind_host, s.api_port, "--api-port", "MESSENGER_API_PORT")
         try:
             await asyncio.to_thread(migrate, self.engine)
             listeners = await self.broker.start()
             self.metrics.count_connected(self.broker.broker.connected_count)
             await self._start_workers(listeners)
             assert self.publisher is not None  # noqa: S101 - started by _start_workers
-            app = create_app(
-                build_deps(
-                    s,
-                    sessions=self.sessions,
-                    presence=self.presence,
-                    verifier=self.verifier,
-                    publisher=self.publisher,
-                    limiter=self.limiter,
-                    metrics=self.metrics,
-                    gate=self.gate,
-                    services=self.services,
-                )
-            )
+            app = roles.api(
+                s,
+                self.store,
+                presence=self.presence,
+                verifier=self.verifier,
+                publisher=self.publisher,
+                limiter=self.limiter,
+                gate=self.gate,
+            ).public
             config = uvicorn.Config(app, log_level=s.log_level.lower(), access_log=False, lifespan="off")
-            self._api = _QuietServer(config)
+            self._api = QuietServer(config)
             self._api_task = asyncio.create_task(self._api.serve(sockets=[api_sock]))
             while not self._api.started:
                 if self._api_task.done():
@@ -124,42 +109,15 @@ class Messenger:
         s = self.settings
         host, port = listeners.mqtt
         token = self.service_token
-        name = f"handler-{s.node_id}"
-        handler_client = service_client(
-            user=s.service_user,
-            token=token,
-            name=name,
-            clean_session=False,
-            manual_ack=True,
-            max_inflight=s.max_inflight,
-        )
-        self.background = Background.create(s, token, name, self.sessions, self.services, self.metrics)
+        self.background = roles.background(s, self.store, token, s.handler_client_name())
         await asyncio.to_thread(self.background.start, host, port, wait_s=10.0)
-        processor = CommandProcessor(
-            self.sessions,
-            sync_page_size=s.sync_page_size,
-            limiter=self.limiter,
-            metrics=self.metrics,
-            lists=self.services.lists,
-            tip_policy=self.tip_policy,
-            on_queued=self.background.wake,
-        )
-        self.handler = HandlerConsumer(
-            handler_client,
-            processor,
-            batch_size=s.batch_size,
-            batch_wait_s=s.batch_wait_ms / 1000,
-            metrics=self.metrics,
+        self.handler = roles.handler(
+            s, self.store, token, limiter=self.limiter, work=self.background, shared=False
         )
         await asyncio.to_thread(self.handler.start, host, port)
-        bridge_client = service_client(
-            user=s.service_user, token=token, name=f"bridge-{s.node_id}", manual_ack=True
-        )
-        self.bridge = PresenceBridge(bridge_client, self.presence, node_id=s.node_id)
+        self.bridge = roles.bridge(s, self.presence, token, self.metrics)
         await asyncio.to_thread(self.bridge.start, host, port)
-        self.publisher = MqttPublisher(
-            service_client(user=s.service_user, token=token, name=f"api-{s.node_id}")
-        )
+        self.publisher = roles.publisher(s, token)
         await asyncio.to_thread(self.publisher.start, host, port)
 
     async def stop(self) -> None:
@@ -180,13 +138,6 @@ class Messenger:
         self.presence.close()
         self.limiter.close()
         self.engine.dispose()
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    sock = bind_port(host, port, "--api-port", "MESSENGER_API_PORT")
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
 
 
 def _hide_password(url: str) -> str:

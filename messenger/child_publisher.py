@@ -75,6 +75,11 @@ class ChildPublisher:
         self._reader: threading.Thread | None = None
         self._stopped = False
 
+    @property
+    def connected(self) -> bool:
+        """The child has connected to the broker (and has not been replaced since)."""
+        return self._connected.is_set() and not self._stopped
+
     def start(self, host: str, port: int, *, wait_s: float | None = None) -> None:
         """Start the child; with ``wait_s``, wait that long for it to connect (TimeoutError)."""
         self._address = (host, port)

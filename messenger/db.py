@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -105,3 +106,24 @@ def migrate(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (idempotent; safe to run on every start)."""
     command.upgrade(alembic_config(engine), revision)
     logger.info("database schema at %s (%s)", revision, engine.url.render_as_string(hide_password=True))
+
+
+@functools.cache
+def head_revision() -> str | None:
+    """The newest migration this code ships (read once: the files do not change while we run)."""
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def schema_behind(engine: Engine) -> str | None:
+    """Why the schema is not at the newest migration (None when it is); connects once."""
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current == head_revision():
+        return None
+    return f"the schema is at {current or 'nothing'}, not {head_revision()}: run `messenger db upgrade`"

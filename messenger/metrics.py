@@ -48,6 +48,43 @@ class Metrics:
             buckets=_SECONDS,
             registry=r,
         )
+        self.commands_received = Counter(
+            "messenger_handler_commands_received",
+            "Inbound commands and presence changes a handler took from the broker.",
+            registry=r,
+        )
+        self.commands_acked = Counter(
+            "messenger_handler_commands_acked",
+            "Inbound commands acknowledged to the broker after their batch committed and published.",
+            registry=r,
+        )
+        self.mqtt_published = Counter(
+            "messenger_mqtt_published",
+            "Messages and events a process handed to the broker, by process role.",
+            ["role"],
+            registry=r,
+        )
+        self.handler_queue = Gauge(
+            "messenger_handler_queue_depth",
+            "Commands received by this handler and not yet in a batch (its lag behind the broker).",
+            registry=r,
+        )
+        self.handler_unconfirmed = Gauge(
+            "messenger_handler_unconfirmed_publishes",
+            "Publishes handed to the broker and not yet confirmed; their commands are not acked yet.",
+            registry=r,
+        )
+        self.presence_applied = Counter(
+            "messenger_presence_changes_applied",
+            "Presence changes the bridge wrote to the presence store.",
+            registry=r,
+        )
+        self.errors = Counter(
+            "messenger_errors",
+            "Failures a process recovered from by retrying or redelivery, by component and kind.",
+            ["component", "kind"],
+            registry=r,
+        )
         self.connected_clients = Gauge(
             "messenger_connected_clients", "MQTT clients connected to the embedded broker.", registry=r
         )

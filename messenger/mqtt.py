@@ -99,6 +99,18 @@ class ServiceSubscriber:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_unsubscribe = self._on_unsubscribe
+        client.on_connect_fail = self._on_connect_fail
+        self._where = ""
+        self._waiting_logged = False
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
+
+    @property
+    def ready(self) -> bool:
+        """Connected and, for a subscriber, subscribed (what a readiness probe asks)."""
+        return self._client.is_connected() and self._subscribed.is_set()
 
     def _add_thread(self, target: Callable[[], None], name: str) -> None:
         self._threads.append(threading.Thread(target=target, name=name, daemon=True))
@@ -109,6 +121,7 @@ class ServiceSubscriber:
         With ``wait_s=None`` it returns at once and paho keeps trying in the background (a
         process that starts before its broker, or before the gateway the broker asks).
         """
+        self._where = f"{host}:{port}"
         if self._client.protocol == MQTTProtocolVersion.MQTTv5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             if self._session_expiry_s:
@@ -150,6 +163,7 @@ class ServiceSubscriber:
         if reason.is_failure:
             logger.error("%s refused by the broker: %s", self.role, reason)
             return
+        self._waiting_logged = False
         self.connection += 1
         if not self._subscriptions:  # a publisher: connected is ready
             logger.info("%s connected", self.role)
@@ -157,6 +171,12 @@ class ServiceSubscriber:
             return
         client.subscribe([(topic, 1) for topic in self._subscriptions])
         logger.info("%s connected; subscribing to %s", self.role, ", ".join(self._subscriptions))
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
+        # paho retries with backoff (reconnect_delay_set); say once what we wait for, not every try
+        if not self._waiting_logged and not self._stopping.is_set():
+            logger.warning("%s is waiting for the broker at %s (retrying)", self.role, self._where)
+            self._waiting_logged = True
 
     def unsubscribe(self, wait_s: float = 5.0) -> bool:
         """Leave the subscriptions (a shared group stops sending here); True once the broker confirmed."""
@@ -257,10 +277,6 @@ class MqttPublisher(ServiceSubscriber):
     def __init__(self, client: mqtt.Client, *, max_queued: int = 10_000) -> None:
         super().__init__(client, subscriptions=())
         client.max_queued_messages_set(max_queued)
-
-    @property
-    def connected(self) -> bool:
-        return self._client.is_connected()
 
     def publish(self, out: Sequence[Outbound]) -> None:
         dropped = 0

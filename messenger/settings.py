@@ -14,6 +14,7 @@ from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from acl.principal import Role
 from acl.tokens import TokenConfig, issue_token
@@ -28,6 +29,11 @@ class CommonSettings(BaseSettings):
 
     environment: Literal["development", "staging", "production"] = "development"
     database_url: str = "sqlite:///var/messenger.db"
+    database_password: SecretStr | None = Field(
+        default=None,
+        description="Password put into MESSENGER_DATABASE_URL (e.g. from a secret file), so the URL "
+        "itself holds none.",
+    )
     redis_url: str | None = None
     dev_secret: SecretStr = SecretStr(constants.DEV_SECRET)
     jwt_secret: SecretStr | None = Field(
@@ -44,6 +50,13 @@ class CommonSettings(BaseSettings):
         default=5.0, ge=0, description="Messages a user may send per second, sustained (0: no limit)."
     )
     send_burst: int = Field(default=30, ge=1, description="Messages a user may send at once.")
+
+    @model_validator(mode="after")
+    def _database_password_into_url(self) -> Self:
+        if self.database_password is not None:
+            url = make_url(self.database_url).set(password=self.database_password.get_secret_value())
+            self.database_url = url.render_as_string(hide_password=False)
+        return self
 
     @model_validator(mode="after")
     def _refuse_dev_secret_outside_development(self) -> Self:
@@ -85,8 +98,33 @@ class CommonSettings(BaseSettings):
         )
 
 
-class ServiceClientSettings(CommonSettings):
-    """How the handler and the bridge reach the broker, as the service account."""
+class ListenerSettings(CommonSettings):
+    """A process that listens: loopback by default, and never public with the dev secret."""
+
+    bind_host: str = constants.DEFAULT_BIND_HOST
+
+    @model_validator(mode="after")
+    def _dev_secret_only_on_loopback(self) -> Self:
+        if self.hs256_secret() == constants.DEV_SECRET and not _is_loopback(self.bind_host):
+            raise ValueError(
+                f"listening on {self.bind_host} with the published development secret would let anyone "
+                "sign tokens: set MESSENGER_JWT_SECRET (or a public key), or bind to 127.0.0.1"
+            )
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ServiceClientSettings(ListenerSettings):
+    """How the API, handler, worker and bridge reach the broker as the service account, and their
+    internal listener (health, readiness, metrics; on the API also the broker gateway)."""
 
     mqtt_host: str = constants.DEFAULT_BIND_HOST
     mqtt_port: int = constants.DEFAULT_MQTT_PORT
@@ -94,6 +132,13 @@ class ServiceClientSettings(CommonSettings):
     service_token: SecretStr | None = Field(
         default=None,
         description="Bearer token of the service account; minted from the HS256 secret if unset.",
+    )
+    internal_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65_535,
+        description="Port of the internal listener (/healthz, /readyz, /metrics; on the API also the "
+        "/mqtt gateway, which then leaves the public port); unset: none. Keep it off the internet.",
     )
 
     def resolve_service_token(self) -> str:
@@ -188,36 +233,12 @@ class HandlerSettings(ServiceClientSettings, ProductSettings):
         return self.handler_name or f"{kind}-{self.node_id}"
 
 
-class ListenerSettings(CommonSettings):
-    """A process that listens: loopback by default, and never public with the dev secret."""
-
-    bind_host: str = constants.DEFAULT_BIND_HOST
-
-    @model_validator(mode="after")
-    def _dev_secret_only_on_loopback(self) -> Self:
-        if self.hs256_secret() == constants.DEV_SECRET and not _is_loopback(self.bind_host):
-            raise ValueError(
-                f"listening on {self.bind_host} with the published development secret would let anyone "
-                "sign tokens: set MESSENGER_JWT_SECRET (or a public key), or bind to 127.0.0.1"
-            )
-        return self
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class BrokerSettings(ListenerSettings):
     mqtt_port: int = constants.DEFAULT_MQTT_PORT
     ws_port: int = constants.DEFAULT_WS_PORT
 
 
-class ApiSettings(ListenerSettings, ServiceClientSettings, ProductSettings):
+class ApiSettings(ServiceClientSettings, ProductSettings):
     """The REST API; it publishes what requests produce as the service account."""
 
     api_port: int = constants.DEFAULT_API_PORT

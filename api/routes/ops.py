@@ -11,6 +11,8 @@ from api.schemas import Health, Readiness
 from messenger.metrics import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["operations"])
+#: ``/metrics`` apart, so that it can stay off the public listener (MESSENGER_INTERNAL_PORT)
+metrics_router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz", response_model=Health)
@@ -37,7 +39,7 @@ def readyz(deps: Deps) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
 
 
-@router.get(
+@metrics_router.get(
     "/metrics",
     response_class=Response,
     responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
