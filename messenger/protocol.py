@@ -7,6 +7,7 @@ of :data:`ERROR_CODES`.
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
@@ -89,6 +90,9 @@ class Sync(_Command):
 Command = Annotated[SendMessage | MarkRead | Typing | Sync, Field(discriminator="type")]
 _COMMAND: Final[TypeAdapter[SendMessage | MarkRead | Typing | Sync]] = TypeAdapter(Command)
 COMMAND_TYPES: Final = frozenset({"message", "read", "typing", "sync"})
+#: How much of a command too large (or too broken) to parse is read for its ``id``: the members
+#: that come before the body (type, id, to or list, tip) fit well within it.
+CLIENT_ID_SCAN_BYTES: Final = 1024
 
 
 def parse_command(payload: bytes) -> SendMessage | MarkRead | Typing | Sync:
@@ -121,13 +125,63 @@ def parse_command(payload: bytes) -> SendMessage | MarkRead | Typing | Sync:
 
 
 def client_id_of(payload: bytes) -> str | None:
-    """Best-effort client id of a command that failed validation, to echo in the error event."""
+    """Best-effort client id of a command that failed validation, to echo in the error event.
+
+    A command over :data:`MAX_PAYLOAD_BYTES`, or one that is not JSON, is never parsed whole:
+    its top-level ``id`` is looked for in its first :data:`CLIENT_ID_SCAN_BYTES` bytes only,
+    and kept only when it is a valid client id.
+    """
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return _scanned_client_id(payload)
     try:
-        data = json.loads(payload[:MAX_PAYLOAD_BYTES].decode("utf-8"))
+        data = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError):
-        return None
+        return _scanned_client_id(payload)
     value = data.get("id") if isinstance(data, dict) else None
     return value[:64] if isinstance(value, str) else None
+
+
+#: One JSON token after optional whitespace: a whole string, a structural character, or a bare
+#: scalar (number, true, false, null). A string cut by the end of the scanned bytes matches none.
+_JSON_TOKEN: Final = re.compile(rb'[ \t\r\n]*("(?:[^"\\\x00-\x1f]|\\.)*"|[{}\[\]:,]|[^ \t\r\n"{}\[\]:,]+)')
+#: A valid client id, as :data:`ClientMsgId` has it.
+_CLIENT_ID: Final = re.compile(r"[\x21-\x7e]{1,64}")
+
+
+def _scanned_client_id(payload: bytes) -> str | None:
+    """The ``id`` member of the top-level object in the first :data:`CLIENT_ID_SCAN_BYTES` bytes
+    of ``payload``, when it is a string that is a valid client id; else None.
+
+    The bytes are split into JSON tokens (each string whole, so that text inside a string is
+    never taken for a member) until the scan ends or meets something that is not JSON; ``id``
+    counts only as a key of the top-level object, right after its ``{`` or a ``,``.
+    """
+    scanned = payload[:CLIENT_ID_SCAN_BYTES]
+    tokens: list[tuple[int, bytes]] = []  # (nesting depth, token)
+    depth, position = 0, 0
+    while (match := _JSON_TOKEN.match(scanned, position)) is not None:
+        position = match.end()
+        token = match.group(1)
+        if token in (b"}", b"]"):
+            depth -= 1
+        tokens.append((depth, token))
+        if token in (b"{", b"["):
+            depth += 1
+        elif depth <= 0:  # the end of the top-level value: nothing after it is the command's
+            break
+    if not tokens or tokens[0][1] != b"{":
+        return None
+    for i in range(1, len(tokens) - 2):
+        (key_depth, key), (_, colon), (_, value) = tokens[i : i + 3]
+        if key_depth == 1 and key == b'"id"' and tokens[i - 1][1] in (b"{", b",") and colon == b":":
+            if not value.startswith(b'"'):
+                return None
+            try:
+                client_id = json.loads(value)
+            except ValueError:  # a bad escape, or bytes that are not UTF-8
+                return None
+            return client_id if isinstance(client_id, str) and _CLIENT_ID.fullmatch(client_id) else None
+    return None
 
 
 def _describe(exc: ValidationError) -> str:

@@ -237,7 +237,7 @@ def test_bad_commands_get_errors_and_the_rest_of_the_batch_goes_through(
         [
             ("invalid_json", ""),
             ("invalid_json", ""),
-            ("payload_too_large", ""),
+            ("payload_too_large", "huge"),
             ("invalid_payload", "bad-shape"),
             ("invalid_payload", "extra"),
             ("unknown_type", "rocket"),
@@ -254,6 +254,33 @@ def test_bad_commands_get_errors_and_the_rest_of_the_batch_goes_through(
     assert [m.client_msg_id for m in history(sessions, alice, bob)] == ["good"]
     with unit_of_work(sessions) as session:
         assert messages.conversation(session, alice, alice) == []
+
+
+def test_an_oversized_command_is_refused_with_its_client_id_when_it_can_be_read(
+    processor: CommandProcessor, sessions: Sessions, make_user: MakeUser
+) -> None:
+    """payload_too_large names the command by its ``id`` when that is a valid client id in the
+    first bytes of the payload; else ``client_id`` is null. Nothing is stored either way."""
+    alice, bob = make_user("alice"), make_user("bob")
+    body = "x" * MAX_PAYLOAD_BYTES
+
+    def oversized(**fields: Any) -> Inbound:
+        return cmd(alice, {"type": "message", **fields})
+
+    batch = [
+        oversized(id="c-123", to=bob, body=body),
+        oversized(to=bob, body=body),  # no id
+        oversized(to=bob, body=body, id="c-after-the-body"),  # the id is past the bytes read
+        oversized(id="not a client id", to=bob, body=body),
+        oversized(id="é-123", to=bob, body=body),
+        msg(alice, bob, "small", "fits"),
+    ]
+    events = run(processor, *batch)
+    alice_events = to(events, events_of(alice))
+    errors = sorted((e["code"], e["client_id"] or "") for e in alice_events if e["type"] == "error")
+    assert errors == [("payload_too_large", "")] * 4 + [("payload_too_large", "c-123")]
+    assert [e["client_id"] for e in alice_events if e["type"] == "ack"] == ["small"]
+    assert [m.client_msg_id for m in history(sessions, alice, bob)] == ["small"]
 
 
 def test_an_unprovisioned_sender_is_refused_alone(

@@ -269,6 +269,91 @@ def test_client_id_of(payload: bytes, expected: str | None) -> None:
     assert protocol.client_id_of(payload) == expected
 
 
+def _oversized(head: bytes, tail: bytes = b'"}') -> bytes:
+    """``head`` then a body string that takes the payload over the limit."""
+    return head + b"x" * (MAX_PAYLOAD_BYTES + 1) + tail
+
+
+_PAST_THE_SCAN = b"y" * protocol.CLIENT_ID_SCAN_BYTES
+
+
+def _id_ending_at(end: int) -> bytes:
+    """An oversized command whose ``"id":"c-123"`` member ends (closing quote included) at byte ``end``."""
+    member = b'"id":"c-123"'
+    head = b'{"pad":"'
+    pad = b"y" * (end - len(head) - len(b'",') - len(member))
+    payload = _oversized(head + pad + b'",' + member + b',"body":"')
+    assert payload.index(member) + len(member) == end
+    return payload
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        (raw({"type": "message", "id": "c-123", "to": "bob", "body": "x" * MAX_PAYLOAD_BYTES}), "c-123"),
+        (_oversized(b'{"id":"c-123","type":"message","to":"bob","body":"'), "c-123"),
+        (_oversized(b'{\n  "type" : "message",\n  "id" : "c-123" ,\t"body": "'), "c-123"),
+        (_oversized(b'{"type":"message","tip":{"amount":5,"currency":"USD"},"id":"t-1","body":"'), "t-1"),
+        (_oversized(b'{"type":"message","id":"c\\u002d1","body":"'), "c-1"),
+        (_oversized(b'{"type":"message","id":"' + b"z" * 64 + b'","body":"'), "z" * 64),
+        (_oversized(b'{"type":"message","to":"bob","body":"'), None),
+        (_oversized(b'{"type":"message","body":"', b'","id":"c-123"}'), None),
+        (_oversized(b'{"type":"message","pad":"' + _PAST_THE_SCAN + b'","id":"c-123","body":"'), None),
+        (_id_ending_at(protocol.CLIENT_ID_SCAN_BYTES), "c-123"),
+        (_id_ending_at(protocol.CLIENT_ID_SCAN_BYTES + 1), None),
+        (_oversized(b'{"type":"message","id":"' + b"z" * 65 + b'","body":"'), None),
+        (_oversized(b'{"type":"message","id":"has space","body":"'), None),
+        (_oversized(b'{"type":"message","id":"","body":"'), None),
+        (_oversized(b'{"type":"message","id":"caf\xc3\xa9","body":"'), None),
+        (_oversized(b'{"type":"message","id":"tab\\there","body":"'), None),
+        (_oversized(b'{"type":"message","id":123,"body":"'), None),
+        (_oversized(b'{"type":"message","tip":{"id":"nested"},"body":"'), None),
+        (_oversized(b'{"x\\"id":"sneaky","body":"'), None),
+        (_oversized(b'{"type":"message","body":"a \\",\\"id\\":\\"sneaky\\" '), None),
+        (_oversized(b'["id","c-123","'), None),
+        (_oversized(b'{"type":"message"}{"id":"c-123","body":"'), None),
+        (_oversized(b'{"to":"id","id":"c-7","body":"'), "c-7"),
+        (_oversized(b'"id":"c-123","'), None),
+        (_oversized(b'{"type":"message" "id":"c-123","body":"'), None),
+        (b"\xff" * (MAX_PAYLOAD_BYTES + 1), None),
+        (b'{"type": "message", "id": "c-9", "to": "bob", "body": "unterminated', "c-9"),
+    ],
+    ids=[
+        "dumped",
+        "id-first",
+        "whitespace",
+        "after-a-tip",
+        "escaped",
+        "64-chars",
+        "no-id",
+        "id-after-the-body",
+        "id-past-the-scan",
+        "id-ending-at-the-scan-edge",
+        "id-across-the-scan-edge",
+        "65-chars",
+        "space",
+        "empty",
+        "non-ascii",
+        "control-escape",
+        "number",
+        "nested",
+        "key-with-a-quote",
+        "inside-a-string",
+        "array",
+        "after-the-object",
+        "id-as-a-value-first",
+        "not-an-object",
+        "missing-comma",
+        "garbage",
+        "invalid-json-in-the-limit",
+    ],
+)
+def test_client_id_of_a_command_too_large_or_broken_to_parse(payload: bytes, expected: str | None) -> None:
+    """An oversized or broken command's top-level ``id`` is read from the first
+    :data:`~messenger.protocol.CLIENT_ID_SCAN_BYTES` bytes only, and only when it is a valid client id."""
+    assert protocol.client_id_of(payload) == expected
+
+
 # --- parse_presence --------------------------------------------------------------------------------
 
 
