@@ -5,17 +5,26 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check lint typecheck bench clean plugin topology
+.PHONY: serve test check lint typecheck bench clean plugin topology ship-check
+
+# -qq: errors only (no per-package notices); the project's own warnings are fixed, not hidden
+PIP_INSTALL := $(BIN)/pip install --quiet --quiet --disable-pip-version-check
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(PIP_INSTALL) --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(BIN)/pip install --quiet -e '.[dev]'
+# The product alone: what `make serve` runs.
+$(VENV)/.product: pyproject.toml | $(BIN)/activate
+	$(PIP_INSTALL) -e .
 	touch $@
 
-serve: $(VENV)/.installed
+# The product and the dev extras (test, lint, type-check, benchmark tools); implies .product.
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(PIP_INSTALL) -e '.[dev]'
+	touch $@ $(VENV)/.product
+
+serve: $(VENV)/.product
 	$(BIN)/messenger serve
 
 test: $(VENV)/.installed plugin
@@ -48,3 +57,8 @@ bench: $(VENV)/.installed plugin
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
 	$(MAKE) -s -C broker/mosquitto clean
+
+# Static checks of what ships: hadolint, actionlint, check-jsonschema, yamllint, shellcheck and checkov
+# over the Dockerfiles, workflows, compose files, YAML and shell scripts (tools in their own .venv-ship).
+ship-check:
+	PYTHON=$(PYTHON) scripts/ship-check.sh

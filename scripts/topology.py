@@ -1,5 +1,5 @@
 """Run the production topology on loopback: Mosquitto with the project's plugin, the API, two
-handlers on a shared subscription and the presence bridge, against MariaDB and Redis.
+handlers on a shared subscription, the presence bridge and a worker, against MariaDB and Redis.
 
     make topology                       # or: .venv/bin/python -m scripts.topology
     MESSENGER_DATABASE_URL=... MESSENGER_REDIS_URL=... make topology
@@ -7,6 +7,12 @@ handlers on a shared subscription and the presence bridge, against MariaDB and R
 Every process is configured only by ``MESSENGER_*`` variables, as in production. Ports are
 free ephemeral ports on 127.0.0.1 unless given. The tests and the benchmark suite (``bench/``) use
 :class:`Topology` to start, kill and restart single processes.
+
+:data:`ROLES` is the one description of the production topology: the process roles, their
+``messenger`` commands, the variables each is configured with and the ports each listens on.
+:class:`Topology` starts every process from it (a process gets exactly its role's variables), and
+``tests/ship/test_topology_parity.py`` checks ``docker-compose.yml`` and the tables of
+``docs/production.md`` against it.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +44,127 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 DEFAULT_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 _HANDLED = re.compile(r"stopping after (\d+) commands")
+
+# ---------------------------------------------------------------------------------------------
+# The production topology, declared once (docker-compose.yml and docs/production.md follow it)
+
+#: The internal listener's port (/healthz, /readyz, /metrics; on the API also the broker gateway)
+#: in docker-compose.yml and the image; never published. The topology takes free ports instead.
+INTERNAL_PORT = 9100
+
+#: The switch for the broker's gateway: ``messenger api`` serves /mqtt/* only on its internal
+#: port once MESSENGER_INTERNAL_PORT is set (docs/production.md). Set this to False only to point
+#: the plugin at the public API port of an api that cannot do that.
+GATEWAY_ON_INTERNAL_PORT = True
+
+
+@dataclass(frozen=True)
+class Port:
+    """A port a role listens on, with its production number."""
+
+    number: int
+    what: str
+    #: the MESSENGER_* variable that sets it, if the process reads one
+    variable: str | None = None
+
+
+@dataclass(frozen=True)
+class Role:
+    """One process role of the production topology."""
+
+    name: str
+    #: the arguments after ``messenger``; empty for the broker, which is Mosquitto
+    command: tuple[str, ...]
+    #: the MESSENGER_* variables it is configured with (secrets not included)
+    settings: frozenset[str]
+    #: the MESSENGER_* secrets it needs; in containers the files /run/secrets/<name in lower case>
+    secrets: frozenset[str] = frozenset()
+    #: what it serves to clients (published by docker-compose.yml)
+    public: tuple[Port, ...] = ()
+    #: its internal listener (never published)
+    internal: Port | None = None
+
+
+_PROCESS = frozenset(
+    {
+        "MESSENGER_ENVIRONMENT",
+        "MESSENGER_LOG_LEVEL",
+        "MESSENGER_NODE_ID",
+        "MESSENGER_BIND_HOST",
+        "MESSENGER_INTERNAL_PORT",
+        "MESSENGER_MQTT_HOST",
+        "MESSENGER_MQTT_PORT",
+    }
+)
+_SERVICES = frozenset({"MESSENGER_LISTS_URL", "MESSENGER_BILLING_URL"})
+_INTERNAL = Port(INTERNAL_PORT, "health, readiness, metrics", "MESSENGER_INTERNAL_PORT")
+
+#: The process roles in start order. Mosquitto asks the API about every CONNECT, so the API comes
+#: before the broker; the schema is migrated before anything that uses the database.
+ROLES: Mapping[str, Role] = {
+    role.name: role
+    for role in (
+        Role(
+            "migrate",
+            ("db", "upgrade"),
+            frozenset({"MESSENGER_DATABASE_URL", "MESSENGER_LOG_LEVEL"}),
+            frozenset({"MESSENGER_DATABASE_PASSWORD"}),
+        ),
+        Role(
+            "api",
+            ("api",),
+            _PROCESS | _SERVICES | {"MESSENGER_API_PORT", "MESSENGER_DATABASE_URL", "MESSENGER_REDIS_URL"},
+            frozenset({"MESSENGER_JWT_SECRET", "MESSENGER_GATEWAY_SECRET", "MESSENGER_DATABASE_PASSWORD"}),
+            public=(Port(8080, "REST API", "MESSENGER_API_PORT"),),
+            internal=_INTERNAL,
+        ),
+        Role(
+            "broker",
+            (),
+            frozenset({"MESSENGER_GATEWAY_URL"}),
+            frozenset({"MESSENGER_GATEWAY_SECRET"}),
+            public=(Port(1883, "MQTT"), Port(8083, "MQTT over WebSocket")),
+        ),
+        Role(
+            "bridge",
+            ("bridge",),
+            _PROCESS | {"MESSENGER_REDIS_URL"},
+            frozenset({"MESSENGER_JWT_SECRET"}),
+            internal=_INTERNAL,
+        ),
+        Role(
+            "handler",
+            ("handler",),
+            _PROCESS
+            | _SERVICES
+            | {
+                "MESSENGER_DATABASE_URL",
+                "MESSENGER_REDIS_URL",
+                "MESSENGER_HANDLER_NAME",
+                "MESSENGER_BACKGROUND_WORK",
+            },
+            frozenset({"MESSENGER_JWT_SECRET", "MESSENGER_DATABASE_PASSWORD"}),
+            internal=_INTERNAL,
+        ),
+        Role(
+            "worker",
+            ("worker",),
+            _PROCESS | _SERVICES | {"MESSENGER_DATABASE_URL", "MESSENGER_HANDLER_NAME"},
+            frozenset({"MESSENGER_JWT_SECRET", "MESSENGER_DATABASE_PASSWORD"}),
+            internal=_INTERNAL,
+        ),
+    )
+}
+
+#: Declared variables the topology leaves unset on purpose: it runs on the development token
+#: secret, puts the database credentials into the URL and uses the embedded list service and
+#: ledger (a test may still set these through ``extra_env``).
+TOPOLOGY_UNSET = frozenset(
+    {"MESSENGER_JWT_SECRET", "MESSENGER_DATABASE_PASSWORD", "MESSENGER_LISTS_URL", "MESSENGER_BILLING_URL"}
+)
+
+#: mosquitto.test.conf's @fields@ that carry the broker role's variables
+_BROKER_FIELDS = {"gateway_url": "MESSENGER_GATEWAY_URL", "gateway_secret": "MESSENGER_GATEWAY_SECRET"}
 
 
 def free_port() -> int:
@@ -85,9 +212,10 @@ def _port_open(port: int) -> bool:
 
 @dataclass
 class Topology:
-    """The processes of one local topology. ``start()`` brings them up in dependency order:
-    the API first (Mosquitto asks it about every CONNECT), then Mosquitto, the bridge and
-    the handlers."""
+    """The processes of one local topology. ``start()`` brings them up in the order of
+    :data:`ROLES`: the migration, the API (Mosquitto asks it about every CONNECT), Mosquitto, the
+    bridge, the handlers and the workers. Each process gets the variables its role declares, and
+    every role with an internal listener gets a free port of its own for it."""
 
     database_url: str = DEFAULT_DATABASE_URL
     redis_url: str = DEFAULT_REDIS_URL
@@ -104,6 +232,8 @@ class Topology:
     gateway_secret: str = field(default_factory=lambda: secrets.token_hex(16))
     node_id: str = field(default_factory=lambda: f"local-{secrets.token_hex(3)}")
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: each process's internal listener port, by process name; kept across restarts
+    internal_ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.mqtt_port = self.mqtt_port or free_port()
@@ -121,23 +251,62 @@ class Topology:
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MESSENGER_")}
-        env |= {
+    def internal_port(self, name: str) -> int:
+        """Process ``name``'s internal listener port (a free port, the same after a restart)."""
+        return self.internal_ports.setdefault(name, free_port())
+
+    def internal_url(self, name: str) -> str:
+        """Base URL of process ``name``'s internal listener (/healthz, /readyz, /metrics; the
+        API's also serves the broker gateway)."""
+        return f"http://127.0.0.1:{self.internal_port(name)}"
+
+    @property
+    def gateway_url(self) -> str:
+        """Where the broker's plugin asks about CONNECTs: the API's internal listener."""
+        return self.internal_url("api") if GATEWAY_ON_INTERNAL_PORT else self.api_url
+
+    def wiring(self, role: str, name: str) -> dict[str, str]:
+        """Every value the topology can give process ``name`` of ``role``; :meth:`env` passes
+        each process only those its role declares."""
+        values = {
+            # the separate processes refuse the published development secret unless told so
+            "MESSENGER_ENVIRONMENT": "development",
+            "MESSENGER_LOG_LEVEL": os.environ.get("MESSENGER_LOG_LEVEL", "INFO"),
+            "MESSENGER_NODE_ID": self.node_id,
+            "MESSENGER_BIND_HOST": "127.0.0.1",
             "MESSENGER_DATABASE_URL": self.database_url,
             "MESSENGER_REDIS_URL": self.redis_url,
             "MESSENGER_MQTT_HOST": "127.0.0.1",
             "MESSENGER_MQTT_PORT": str(self.mqtt_port),
             "MESSENGER_API_PORT": str(self.api_port),
             "MESSENGER_GATEWAY_SECRET": self.gateway_secret,
-            "MESSENGER_NODE_ID": self.node_id,
-            # the separate processes refuse the published development secret unless told so
-            "MESSENGER_ENVIRONMENT": "development",
-            "MESSENGER_LOG_LEVEL": os.environ.get("MESSENGER_LOG_LEVEL", "INFO"),
+            "MESSENGER_GATEWAY_URL": self.gateway_url,
         }
-        if self.send_rate_per_s is not None:
-            env["MESSENGER_SEND_RATE_PER_S"] = str(self.send_rate_per_s)
-        return env | self.extra_env | extra
+        if ROLES[role].internal is not None:
+            values["MESSENGER_INTERNAL_PORT"] = str(self.internal_port(name))
+        # a stable name per slot: a restarted handler resumes its persistent session
+        values["MESSENGER_HANDLER_NAME"] = f"{self.node_id}-{name}"
+        # with workers, the handlers leave fan-out and tips to them
+        values["MESSENGER_BACKGROUND_WORK"] = "false" if self.workers else "true"
+        return values
+
+    def env(self, role: str, name: str | None = None, **process: str) -> dict[str, str]:
+        """The environment of process ``name`` (default: the role's name) of ``role``: exactly
+        the variables :data:`ROLES` declares for it, plus ``process``'s own values (which must be
+        declared too) and the tuning of this topology (``send_rate_per_s``, ``extra_env``)."""
+        spec = ROLES[role]
+        declared = spec.settings | spec.secrets
+        if undeclared := sorted(process.keys() - declared):
+            raise ValueError(f"{role}: {undeclared} not declared in ROLES[{role!r}] (scripts/topology.py)")
+        wiring = {key: value for key, value in self.wiring(role, name or role).items() if key in declared}
+        if missing := sorted(declared - wiring.keys() - process.keys() - TOPOLOGY_UNSET):
+            raise ValueError(f"{role}: the topology gives no value for {missing}")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESSENGER_")} | wiring
+        if spec.command:  # the tuning applies to Messenger's processes, not to Mosquitto
+            if self.send_rate_per_s is not None:
+                env["MESSENGER_SEND_RATE_PER_S"] = str(self.send_rate_per_s)
+            env |= self.extra_env
+        return env | process
 
     def log(self, name: str) -> Path:
         assert self.workdir is not None  # noqa: S101 - set in __post_init__
@@ -154,8 +323,9 @@ class Topology:
         self.procs[name] = proc
         return proc
 
-    def _messenger(self, name: str, command: str, **env: str) -> subprocess.Popen[bytes]:
-        return self._spawn(name, [sys.executable, "-m", "launch.cli", command], self.env(**env))
+    def _messenger(self, name: str, role: str, **env: str) -> subprocess.Popen[bytes]:
+        argv = [sys.executable, "-m", "launch.cli", *ROLES[role].command]
+        return self._spawn(name, argv, self.env(role, name, **env))
 
     # processes
 
@@ -177,8 +347,8 @@ class Topology:
 
     def migrate(self) -> None:
         subprocess.run(
-            [sys.executable, "-m", "launch.cli", "db", "upgrade"],
-            env=self.env(),
+            [sys.executable, "-m", "launch.cli", *ROLES["migrate"].command],
+            env=self.env("migrate"),
             check=True,
             capture_output=True,
             cwd=ROOT,
@@ -195,13 +365,17 @@ class Topology:
 
     def start_mosquitto(self) -> None:
         assert self.workdir is not None  # noqa: S101 - set in __post_init__
+        # the broker image renders its configuration from these variables; here the template does
+        env = self.env("broker", "mosquitto")
+        broker = ROLES["broker"]
+        if unused := sorted((broker.settings | broker.secrets) - set(_BROKER_FIELDS.values())):
+            raise ValueError(f"broker: {unused} have no field in {CONF_TEMPLATE.name} (_BROKER_FIELDS)")
         fields = {
             "data_dir": str(self.workdir / "mosquitto"),
             "mqtt_port": str(self.mqtt_port),
             "ws_port": str(self.ws_port),
             "plugin": str(PLUGIN),
-            "gateway_url": self.api_url,
-            "gateway_secret": self.gateway_secret,
+            **{field_: env[variable] for field_, variable in _BROKER_FIELDS.items()},
             "cache_ttl_s": str(self.cache_ttl_s),
             "user": getpass.getuser(),
             "log_file": str(self.log("mosquitto")),
@@ -212,9 +386,7 @@ class Topology:
         path = self.workdir / "mosquitto.conf"
         path.write_text(conf)
         # Mosquitto logs to logs/mosquitto.log itself (log_dest file); its stdout is only start-up noise
-        proc = self._spawn(
-            "mosquitto", [MOSQUITTO, "-c", str(path)], os.environ.copy(), output="mosquitto-stdout"
-        )
+        proc = self._spawn("mosquitto", [MOSQUITTO, "-c", str(path)], env, output="mosquitto-stdout")
         _wait(lambda: _port_open(self.mqtt_port), "mosquitto", 15, proc)
 
     def start_bridge(self) -> None:
@@ -223,19 +395,12 @@ class Topology:
 
     def start_handler(self, n: int) -> None:
         name = f"handler-{n}"
-        # a stable name per slot: a restarted handler resumes its persistent session
-        background = "false" if self.workers else "true"
-        proc = self._messenger(
-            name,
-            "handler",
-            MESSENGER_HANDLER_NAME=f"{self.node_id}-{name}",
-            MESSENGER_BACKGROUND_WORK=background,
-        )
+        proc = self._messenger(name, "handler")
         _wait(lambda: self._logged(name, "handler ready"), f"messenger {name}", 30, proc)
 
     def start_worker(self, n: int) -> None:
         name = f"worker-{n}"
-        proc = self._messenger(name, "worker", MESSENGER_HANDLER_NAME=f"{self.node_id}-{name}")
+        proc = self._messenger(name, "worker")
         _wait(lambda: self._logged(name, "publisher connected"), f"messenger {name}", 30, proc)
 
     def _logged(self, name: str, text: str) -> bool:
@@ -278,8 +443,9 @@ def main() -> int:
     parser.add_argument(
         "--workers",
         type=int,
-        default=0,
-        help="messenger worker processes for fan-out and tips (default: none, the handlers do it)",
+        default=1,
+        help="messenger worker processes for fan-out and tips, as in docker-compose.yml (default 1; "
+        "0: the handlers do it)",
     )
     parser.add_argument("--mqtt-port", type=int, default=1885)
     parser.add_argument("--ws-port", type=int, default=8084)
@@ -304,12 +470,14 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     with topology.running():
+        internal = ", ".join(f"{name} :{port}" for name, port in topology.internal_ports.items())
         print(
             "Messenger topology is running (Mosquitto + plugin, API, "
             f"{args.handlers} handlers, {args.workers} workers, bridge)\n"
             f"  MQTT      mqtt://127.0.0.1:{topology.mqtt_port}\n"
             f"  WebSocket ws://127.0.0.1:{topology.ws_port}\n"
             f"  REST API  {topology.api_url}  (OpenAPI at /docs)\n"
+            f"  internal  {internal}  (/healthz, /readyz, /metrics; the API's also /mqtt/*)\n"
             f"  logs      {topology.workdir}/logs/\n"
             "Press Ctrl-C to stop.",
             flush=True,

@@ -1,0 +1,1 @@
+"""The shipping tests: the image recipes run without Docker (packaging, broker image)."""
