@@ -35,7 +35,7 @@ plugin:
 	@scripts/ensure-plugin-deps.sh
 	$(MAKE) -s -C broker/mosquitto
 
-# The production topology on loopback: Mosquitto + plugin, API, two handlers, bridge
+# The production topology on loopback: Mosquitto + plugin, API, two handlers, bridge, a worker
 # (against MariaDB and Redis on 127.0.0.1; override with MESSENGER_DATABASE_URL / MESSENGER_REDIS_URL).
 topology: $(VENV)/.installed plugin
 	$(BIN)/python -m scripts.topology

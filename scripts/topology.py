@@ -52,11 +52,6 @@ _HANDLED = re.compile(r"stopping after (\d+) commands")
 #: in docker-compose.yml and the image; never published. The topology takes free ports instead.
 INTERNAL_PORT = 9100
 
-#: The switch for the broker's gateway: ``messenger api`` serves /mqtt/* only on its internal
-#: port once MESSENGER_INTERNAL_PORT is set (docs/production.md). Set this to False only to point
-#: the plugin at the public API port of an api that cannot do that.
-GATEWAY_ON_INTERNAL_PORT = True
-
 
 @dataclass(frozen=True)
 class Port:
@@ -263,7 +258,7 @@ class Topology:
     @property
     def gateway_url(self) -> str:
         """Where the broker's plugin asks about CONNECTs: the API's internal listener."""
-        return self.internal_url("api") if GATEWAY_ON_INTERNAL_PORT else self.api_url
+        return self.internal_url("api")
 
     def wiring(self, role: str, name: str) -> dict[str, str]:
         """Every value the topology can give process ``name`` of ``role``; :meth:`env` passes

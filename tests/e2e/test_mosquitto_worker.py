@@ -7,6 +7,7 @@ stopped at the end of its module).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -70,3 +71,54 @@ def test_a_worker_process_does_the_fan_out_and_the_tips(with_worker: Deployed) -
             assert tip_row.lease_owner == f"{topology.node_id}-worker-1"
     finally:
         clients.close_all()
+
+
+APPLIED = "messenger_presence_changes_applied_total"
+
+
+def _metric(text: str, name: str) -> float:
+    """The value of an unlabelled sample ``name`` in a Prometheus exposition."""
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise AssertionError(f"{name} not in the metrics")
+
+
+def test_every_process_answers_health_readiness_and_metrics(with_worker: Deployed) -> None:
+    """The internal listener of each role, as compose's health checks and Prometheus use it."""
+    topology = with_worker.topology
+    names = [name for name in topology.procs if name != "mosquitto"]
+    assert sorted(names) == ["api", "bridge", "handler-1", "worker-1"]
+    for name in names:
+        base = topology.internal_url(name)
+        assert httpx.get(f"{base}/healthz", timeout=TIMEOUT).json() == {"status": "ok"}
+        ready = httpx.get(f"{base}/readyz", timeout=TIMEOUT)
+        assert (ready.status_code, ready.json()["status"]) == (200, "ready"), (name, ready.text)
+        assert set(ready.json()["checks"].values()) == {"ok"}
+
+    clients = Clients(with_worker)
+    try:
+        alice, bob = clients.connect(uid("alice")), clients.connect(uid("bob"))
+        handler_metrics = f"{topology.internal_url('handler-1')}/metrics"
+        before = _metric(
+            httpx.get(handler_metrics, timeout=TIMEOUT).text, "messenger_handler_commands_acked_total"
+        )
+        cid = alice.send(bob.user, "counted")
+        alice.expect_ack(cid)
+        bob.inbox.expect(message(client_id=cid), what="bob's copy")
+        text = httpx.get(handler_metrics, timeout=TIMEOUT).text
+        assert _metric(text, "messenger_handler_commands_acked_total") > before
+        assert _metric(text, "messenger_handler_queue_depth") >= 0
+        assert 'messenger_mqtt_published_total{role="handler"}' in text
+        alice.go_online()
+        bridge_metrics = f"{topology.internal_url('bridge')}/metrics"
+        deadline = time.monotonic() + TIMEOUT
+        while _metric(httpx.get(bridge_metrics, timeout=TIMEOUT).text, APPLIED) < 1:
+            assert time.monotonic() < deadline, "the bridge never counted alice's presence"
+            time.sleep(0.05)
+    finally:
+        clients.close_all()
+
+    # the gateway and /metrics answer on the API's internal port only
+    assert httpx.get(f"{with_worker.api_url}/metrics", timeout=TIMEOUT).status_code == 404
+    assert httpx.get(f"{topology.internal_url('api')}/metrics", timeout=TIMEOUT).status_code == 200

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from scripts.topology import GATEWAY_ON_INTERNAL_PORT, INTERNAL_PORT, ROLES, TOPOLOGY_UNSET, Role, Topology
+from scripts.topology import INTERNAL_PORT, ROLES, TOPOLOGY_UNSET, Role, Topology
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -330,7 +330,7 @@ def test_topology_gives_every_role_with_a_listener_its_own_internal_port(tmp_pat
     for name in ("broker", "migrate"):
         assert "MESSENGER_INTERNAL_PORT" not in topology.env(name)
     gateway = topology.env("broker", "mosquitto")["MESSENGER_GATEWAY_URL"]
-    assert gateway == (topology.internal_url("api") if GATEWAY_ON_INTERNAL_PORT else topology.api_url)
+    assert gateway == topology.internal_url("api")
 
 
 def test_the_images_expose_the_documented_ports() -> None:
