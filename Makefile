@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check lint typecheck bench clean plugin topology ship-check
+.PHONY: serve test check lint typecheck bench clean plugin topology ship-check lock
 
 # -qq: errors only (no per-package notices); the project's own warnings are fixed, not hidden
 PIP_INSTALL := $(BIN)/pip install --quiet --quiet --disable-pip-version-check
@@ -62,3 +62,11 @@ clean:
 # over the Dockerfiles, workflows, compose files, YAML and shell scripts (tools in their own .venv-ship).
 ship-check:
 	PYTHON=$(PYTHON) scripts/ship-check.sh
+
+# Regenerate the images' hashed runtime lock after a change to pyproject.toml's dependencies
+# (tests/ship/test_packaging.py fails until it is done). uv goes into its own throwaway venv.
+lock:
+	$(PYTHON) -m venv var/uv-venv
+	var/uv-venv/bin/pip install --quiet --quiet --disable-pip-version-check 'uv>=0.9,<1'
+	var/uv-venv/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
+		--generate-hashes --quiet -o requirements/runtime.lock
