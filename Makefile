@@ -42,7 +42,7 @@ topology: $(VENV)/.installed plugin
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check messenger acl broker handler bridge api scripts bench
+	$(BIN)/ruff format --check messenger acl broker handler bridge api launch scripts bench tests/launch tests/ship tests/test_architecture.py
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
@@ -55,7 +55,7 @@ bench: $(VENV)/.installed plugin
 	$(BIN)/python -m bench $(SCENARIOS) $(ARGS)
 
 clean:
-	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-ship var .mypy_cache .ruff_cache .pytest_cache
 	$(MAKE) -s -C broker/mosquitto clean
 
 # Static checks of what ships: hadolint, actionlint, check-jsonschema, yamllint, shellcheck and checkov

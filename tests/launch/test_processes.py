@@ -171,6 +171,7 @@ def test_one_shot_commands_print_only_their_answer(sqlite_url: str) -> None:
 # --- messenger probe -------------------------------------------------------------------------------
 
 
+@pytest.mark.redis
 def test_probe_answers_by_the_health_endpoint(start: object, sqlite_url: str) -> None:
     port, internal = free_port(), free_port()
     env = base_env(
@@ -194,6 +195,7 @@ def test_probe_answers_by_the_health_endpoint(start: object, sqlite_url: str) ->
 # --- waiting for dependencies, with readiness saying why -------------------------------------------
 
 
+@pytest.mark.redis
 def test_a_handler_waits_for_the_schema_and_readiness_says_why(start: object, sqlite_url: str) -> None:
     internal = free_port()
     env = base_env(
@@ -228,6 +230,7 @@ def test_a_handler_waits_for_the_schema_and_readiness_says_why(start: object, sq
         assert name in metrics.text
 
 
+@pytest.mark.redis
 def test_an_unreachable_database_is_waited_for_and_named(start: object) -> None:
     internal = free_port()
     dead = f"mysql+pymysql://root@127.0.0.1:{free_port()}/test"
@@ -247,6 +250,7 @@ def test_an_unreachable_database_is_waited_for_and_named(start: object) -> None:
     assert worker.proc.wait(timeout=20) == 0  # a stop while waiting is a clean stop
 
 
+@pytest.mark.redis
 def test_the_bridge_serves_readiness_and_metrics(start: object) -> None:
     internal = free_port()
     env = base_env(
@@ -262,6 +266,7 @@ def test_the_bridge_serves_readiness_and_metrics(start: object) -> None:
     assert get(f"http://127.0.0.1:{internal}/nothing").status_code == 404
 
 
+@pytest.mark.redis
 def test_the_api_moves_the_gateway_and_metrics_to_the_internal_port(start: object, sqlite_url: str) -> None:
     port, internal = free_port(), free_port()
     env = base_env(
