@@ -46,6 +46,18 @@ def messenger(*argv: str, env: dict[str, str], timeout: float = 60) -> subproces
     )
 
 
+def role_env(internal: int, **extra: str) -> dict[str, str]:
+    """A process role on the development secret with its internal listener on ``internal``, Redis,
+    and a broker port where nothing listens (liveness and readiness must not need one)."""
+    return base_env(
+        MESSENGER_ENVIRONMENT="development",
+        MESSENGER_REDIS_URL=REDIS_URL,
+        MESSENGER_MQTT_PORT=str(free_port()),
+        MESSENGER_INTERNAL_PORT=str(internal),
+        **extra,
+    )
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'messenger.db'}"
@@ -174,13 +186,7 @@ def test_one_shot_commands_print_only_their_answer(sqlite_url: str) -> None:
 @pytest.mark.redis
 def test_probe_answers_by_the_health_endpoint(start: object, sqlite_url: str) -> None:
     port, internal = free_port(), free_port()
-    env = base_env(
-        MESSENGER_ENVIRONMENT="development",
-        MESSENGER_DATABASE_URL=sqlite_url,
-        MESSENGER_REDIS_URL=REDIS_URL,
-        MESSENGER_MQTT_PORT=str(free_port()),  # no broker there: liveness does not need one
-        MESSENGER_INTERNAL_PORT=str(internal),
-    )
+    env = role_env(internal, MESSENGER_DATABASE_URL=sqlite_url)
     handler = start("handler", env)  # type: ignore[operator]
     assert messenger("probe", f"http://127.0.0.1:{port}/healthz", env=env).returncode == 1
     wait_status(f"http://127.0.0.1:{internal}/healthz", 200)
@@ -198,13 +204,7 @@ def test_probe_answers_by_the_health_endpoint(start: object, sqlite_url: str) ->
 @pytest.mark.redis
 def test_a_handler_waits_for_the_schema_and_readiness_says_why(start: object, sqlite_url: str) -> None:
     internal = free_port()
-    env = base_env(
-        MESSENGER_ENVIRONMENT="development",
-        MESSENGER_DATABASE_URL=sqlite_url,
-        MESSENGER_REDIS_URL=REDIS_URL,
-        MESSENGER_MQTT_PORT=str(free_port()),
-        MESSENGER_INTERNAL_PORT=str(internal),
-    )
+    env = role_env(internal, MESSENGER_DATABASE_URL=sqlite_url)
     handler = start("handler", env)  # type: ignore[operator]
     handler.wait_logged("waiting for the database")
     assert "run `messenger db upgrade`" in handler.output()
@@ -234,13 +234,7 @@ def test_a_handler_waits_for_the_schema_and_readiness_says_why(start: object, sq
 def test_an_unreachable_database_is_waited_for_and_named(start: object) -> None:
     internal = free_port()
     dead = f"mysql+pymysql://root@127.0.0.1:{free_port()}/test"
-    env = base_env(
-        MESSENGER_ENVIRONMENT="development",
-        MESSENGER_DATABASE_URL=dead,
-        MESSENGER_REDIS_URL=REDIS_URL,
-        MESSENGER_MQTT_PORT=str(free_port()),
-        MESSENGER_INTERNAL_PORT=str(internal),
-    )
+    env = role_env(internal, MESSENGER_DATABASE_URL=dead)
     worker = start("worker", env)  # type: ignore[operator]
     worker.wait_logged("waiting for the database")
     assert "does not answer (OperationalError" in worker.output()
@@ -253,12 +247,7 @@ def test_an_unreachable_database_is_waited_for_and_named(start: object) -> None:
 @pytest.mark.redis
 def test_the_bridge_serves_readiness_and_metrics(start: object) -> None:
     internal = free_port()
-    env = base_env(
-        MESSENGER_ENVIRONMENT="development",
-        MESSENGER_REDIS_URL=REDIS_URL,
-        MESSENGER_MQTT_PORT=str(free_port()),
-        MESSENGER_INTERNAL_PORT=str(internal),
-    )
+    env = role_env(internal)
     start("bridge", env)  # type: ignore[operator]
     body = wait_status(f"http://127.0.0.1:{internal}/readyz", 503).json()
     assert body["checks"] == {"presence": "ok", "broker": "error: not subscribed"}
@@ -269,13 +258,10 @@ def test_the_bridge_serves_readiness_and_metrics(start: object) -> None:
 @pytest.mark.redis
 def test_the_api_moves_the_gateway_and_metrics_to_the_internal_port(start: object, sqlite_url: str) -> None:
     port, internal = free_port(), free_port()
-    env = base_env(
-        MESSENGER_ENVIRONMENT="development",
+    env = role_env(
+        internal,
         MESSENGER_DATABASE_URL=sqlite_url,
-        MESSENGER_REDIS_URL=REDIS_URL,
-        MESSENGER_MQTT_PORT=str(free_port()),
         MESSENGER_API_PORT=str(port),
-        MESSENGER_INTERNAL_PORT=str(internal),
         MESSENGER_GATEWAY_SECRET=GATEWAY_SECRET,
     )
     assert messenger("db", "upgrade", env=env).returncode == 0
