@@ -18,7 +18,8 @@ MAX_REQUEST_BYTES = 512 * 1024
 
 
 class RequestMetrics:
-    """Observes each HTTP request's duration by method, route template and status."""
+    """Observes each HTTP request's duration by method, route template and status class
+    (:meth:`Metrics.observe_http` keeps every label within a fixed set)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self._app = app
@@ -40,10 +41,9 @@ class RequestMetrics:
         try:
             await self._app(scope, receive, send_wrapper)
         finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            self._metrics.http_requests.labels(scope["method"], route, str(status)).observe(
-                time.perf_counter() - started
-            )
+            # the matched route's template (``/v1/blocks/{user}``), never the path itself
+            route = getattr(scope.get("route"), "path", None)
+            self._metrics.observe_http(scope["method"], route, status, time.perf_counter() - started)
 
 
 class BodyLimit:

@@ -36,6 +36,8 @@ MAX_BROKER_PAYLOAD = 4 * MAX_PAYLOAD_BYTES
 MAX_PRESENCE_PAYLOAD = 1024
 #: How long the broker keeps the session of a persistent client that went away.
 SESSION_EXPIRY_S = 24 * 3600
+#: How long a new connection may take to send its whole CONNECT (MESSENGER_MQTT_CONNECT_TIMEOUT_S).
+CONNECT_TIMEOUT_S = 10.0
 
 PLUGIN_PATH = f"{MessengerAclPlugin.__module__}.{MessengerAclPlugin.__qualname__}"
 
@@ -52,9 +54,28 @@ class MessengerBroker(Broker):
 
     It also consumes :data:`acl.topics.CONTROL_TOPIC`: a revocation published there by the
     service disconnects every client whose token it covers.
+
+    amqtt waits without end for a new connection's CONNECT, and its listeners' own
+    ``max_connections`` makes the sockets over the limit wait, open, for a free place. Here a
+    connection that has not sent its CONNECT within ``connect_timeout_s`` is closed, and beyond
+    ``max_connections`` (TCP and WebSocket together) a new socket is closed at once.
     """
 
     _acl: MessengerAclPlugin | None = None
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        max_connections: int | None = None,
+    ) -> None:
+        super().__init__(config, loop=loop)
+        self._connect_timeout_s = connect_timeout_s
+        self._max_connections = max_connections
+        self._open = 0
+        self._refusing = False
 
     def _plugin(self) -> MessengerAclPlugin | None:
         if self._acl is None:
@@ -102,14 +123,35 @@ class MessengerBroker(Broker):
             return
         await self.kick(revocation)
 
+    async def _client_connected(
+        self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter
+    ) -> None:
+        if self._max_connections is not None and self._open >= self._max_connections:
+            if not self._refusing:  # once per spell of refusals, not once per socket
+                logger.warning("%d connections open: closing new ones until some end", self._open)
+                self._refusing = True
+            await writer.close()
+            return
+        self._open += 1
+        self._refusing = False
+        try:
+            await super()._client_connected(listener_name, reader, writer)
+        finally:
+            self._open -= 1
+
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
     ) -> tuple[BrokerProtocolHandler, Session]:
-        # amqtt's own version, with authentication moved before the session lookup.
+        # amqtt's own version, with a deadline on the CONNECT and authentication moved before the
+        # session lookup.
         try:
-            handler, incoming = await BrokerProtocolHandler.init_from_connect(
-                reader, writer, self.plugins_manager
-            )
+            async with asyncio.timeout(self._connect_timeout_s):
+                handler, incoming = await BrokerProtocolHandler.init_from_connect(
+                    reader, writer, self.plugins_manager
+                )
+        except TimeoutError as exc:
+            await writer.close()
+            raise AMQTTError(f"no CONNECT from {remote_address} within {self._connect_timeout_s:g}s") from exc
         except AMQTTError as exc:
             raise AMQTTError(exc) from exc
         except MQTTError as exc:
@@ -258,8 +300,14 @@ class EmbeddedBroker:
         mqtt_port: int = 1884,
         ws_port: int | None = 8083,
         on_authenticated: Callable[[Principal], Any] | None = None,
+        connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        max_connections: int | None = None,
     ) -> None:
         self._host = host
+        self._limits: dict[str, Any] = {
+            "connect_timeout_s": connect_timeout_s,
+            "max_connections": max_connections,
+        }
         self._mqtt_port = mqtt_port
         self._ws_port = ws_port
         listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": f"{host}:{mqtt_port}"}}
@@ -283,7 +331,7 @@ class EmbeddedBroker:
     async def start(self) -> Listeners:
         """Start listening; raises BrokerStartError naming the port that is taken."""
         self.check_ports()
-        self._broker = MessengerBroker(self._config, loop=asyncio.get_running_loop())
+        self._broker = MessengerBroker(self._config, loop=asyncio.get_running_loop(), **self._limits)
         try:
             await self._broker.start()
         except BrokerError as exc:

@@ -30,6 +30,7 @@ from acl.topics import SHARED_INBOUND_FILTER
 from broker.server import bind_port
 from launch import roles
 from launch.health import Check, HealthServer, flag_check
+from launch.http_server import server_config
 from launch.roles import Store
 from messenger.db import create_db_engine, schema_behind, session_factory
 from messenger.exceptions import ConfigurationError
@@ -312,7 +313,7 @@ def run_api(settings: ApiSettings) -> int:
             publisher.start(settings.mqtt_host, settings.mqtt_port, wait_s=None)
             try:
                 served = [apps.public] if apps.internal is None else [apps.public, apps.internal]
-                asyncio.run(_serve(list(zip(served, sockets, strict=True)), settings.log_level, stop))
+                asyncio.run(_serve(list(zip(served, sockets, strict=True)), settings, stop))
             finally:
                 stop.set()
                 publisher.stop()
@@ -324,7 +325,9 @@ def run_api(settings: ApiSettings) -> int:
     return 0
 
 
-async def _serve(apps: list[tuple[FastAPI, socket.socket]], log_level: str, stop: threading.Event) -> None:
+async def _serve(
+    apps: list[tuple[FastAPI, socket.socket]], settings: ApiSettings, stop: threading.Event
+) -> None:
     """Run one uvicorn server per (app, socket) until SIGINT/SIGTERM or until one of them ends."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -335,8 +338,7 @@ async def _serve(apps: list[tuple[FastAPI, socket.socket]], log_level: str, stop
     servers: list[QuietServer] = []
     tasks: list[asyncio.Task[None]] = []
     for n, (app, sock) in enumerate(apps):
-        config = uvicorn.Config(app, log_level=log_level.lower(), access_log=False, lifespan="off")
-        servers.append(QuietServer(config))
+        servers.append(QuietServer(server_config(app, settings)))
         tasks.append(asyncio.create_task(servers[-1].serve(sockets=[sock])))
         host, port = sock.getsockname()[:2]
         logger.info("listening on %s:%d%s", host, port, " (internal)" if n else "")

@@ -8,7 +8,6 @@ import logging
 import signal
 from dataclasses import dataclass
 
-import uvicorn
 from sqlalchemy.engine import make_url
 
 from acl.tokens import TokenVerifier
@@ -17,6 +16,7 @@ from broker.server import EmbeddedBroker, Listeners
 from handler.background import Background
 from handler.consumer import HandlerConsumer
 from launch import roles
+from launch.http_server import server_config
 from launch.process import QuietServer, listen
 from launch.roles import Store
 from messenger.admission import ConnectGate
@@ -63,6 +63,8 @@ class Messenger:
             mqtt_port=settings.mqtt_port,
             ws_port=settings.ws_port,
             on_authenticated=self.gate.admit,
+            connect_timeout_s=settings.mqtt_connect_timeout_s,
+            max_connections=settings.mqtt_max_connections,
         )
         self.handler: HandlerConsumer | None = None
         self.bridge: PresenceBridge | None = None
@@ -90,8 +92,7 @@ class Messenger:
                 limiter=self.limiter,
                 gate=self.gate,
             ).public
-            config = uvicorn.Config(app, log_level=s.log_level.lower(), access_log=False, lifespan="off")
-            self._api = QuietServer(config)
+            self._api = QuietServer(server_config(app, s))
             self._api_task = asyncio.create_task(self._api.serve(sockets=[api_sock]))
             while not self._api.started:
                 if self._api_task.done():

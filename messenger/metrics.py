@@ -7,7 +7,27 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "HTTP_METHODS",
+    "HTTP_METHOD_LABELS",
+    "HTTP_STATUS_LABELS",
+    "OTHER_METHOD",
+    "UNMATCHED_ROUTE",
+    "Metrics",
+]
+
+#: Label values come only from fixed sets and the code's own literals, never from what a client
+#: sends: each distinct value is a new time series, kept for the life of the process and sent in
+#: every scrape. A method outside these is counted as ``other``.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
+HTTP_METHOD_LABELS = HTTP_METHODS | {OTHER_METHOD}
+#: The route label of a request that matched no route (its path is the client's to invent).
+UNMATCHED_ROUTE = "unmatched"
+#: Statuses are counted by class: a scan with any method on any route then adds at most five
+#: series per route, and the refusals' reasons are in ``messenger_messages_rejected`` by code.
+HTTP_STATUS_LABELS = frozenset({"1xx", "2xx", "3xx", "4xx", "5xx"})
 
 _BATCH_SIZES = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10_000)
 _SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -90,11 +110,19 @@ class Metrics:
         )
         self.http_requests = Histogram(
             "messenger_http_request_seconds",
-            "REST requests by route template, method and status.",
+            "REST requests by method, route template and status class.",
             ["method", "route", "status"],
             buckets=_SECONDS,
             registry=r,
         )
+
+    def observe_http(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """Count one REST request; ``route`` is the matched route's template (None: no match)."""
+        self.http_requests.labels(
+            method if method in HTTP_METHODS else OTHER_METHOD,
+            route or UNMATCHED_ROUTE,
+            f"{status // 100}xx" if 100 <= status <= 599 else "5xx",
+        ).observe(seconds)
 
     def count_connected(self, source: Callable[[], int]) -> None:
         """Read the connected-clients gauge from ``source`` at each scrape."""
