@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from acl.exceptions import InvalidToken
 from acl.principal import Principal
 from acl.tokens import TokenVerifier
-from api.errors import ApiError, LoginRedirect
+from api.errors import ApiError, LoginRedirect, next_url
 from messenger.actions import Outbound
 from messenger.admission import ConnectGate
 from messenger.db import unit_of_work
@@ -48,6 +48,8 @@ class ApiDeps:
     #: The list and billing services; the embedded ones on ``sessions`` when not given.
     services: Services | None = None
     tip_policy: TipPolicy = field(default_factory=TipPolicy)
+    #: The API's public base URL, for the login redirect's ``next=`` (MESSENGER_PUBLIC_URL).
+    public_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.gate is None:
@@ -94,6 +96,7 @@ def build_deps(
         gate=gate,
         services=services or create_services(settings, sessions),
         tip_policy=TipPolicy.of(settings),
+        public_url=settings.public_url,
     )
 
 
@@ -143,7 +146,8 @@ def _authenticate(request: Request, deps: ApiDeps, session: Session, credentials
 
     if credentials is None:
         if _wants_html(request):  # a browser opening an API page: send it to log in
-            raise LoginRedirect(deps.login_url, str(request.url))
+            query = request.scope.get("query_string", b"").decode("utf-8", "replace")
+            raise LoginRedirect(deps.login_url, next_url(deps.public_url, request.scope["path"], query))
         raise unauthorized("a bearer token is required")
     try:
         principal = deps.verifier.verify(credentials.credentials)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from typing import Any, Final
-from urllib.parse import urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -47,6 +47,25 @@ class ApiError(Exception):
         self.extra = extra
 
 
+#: What stays as it is in a path or query put into ``next=`` (RFC 3986 sub-delims, ``:``, ``@``).
+_PATH_SAFE: Final = "/:@!$&'()*+,;="
+_QUERY_SAFE: Final = _PATH_SAFE + "?%"
+
+
+def next_url(public_url: str | None, path: str, query: str) -> str:
+    """Where the login page sends a browser back to: the requested path and query on the
+    configured ``public_url``, or the path and query alone when there is none.
+
+    Never built from the request's Host or X-Forwarded-Host header, which a client chooses. The
+    path (decoded, as ASGI gives it) is percent-encoded again, backslashes included, and starts
+    with exactly one ``/``, so that neither ``//host`` nor ``/\\host`` can name another origin.
+    """
+    back = "/" + quote(path, safe=_PATH_SAFE).lstrip("/")
+    if query:
+        back += "?" + quote(query, safe=_QUERY_SAFE)
+    return public_url.rstrip("/") + back if public_url else back
+
+
 class LoginRedirect(Exception):
     """A browser without a token asked for a page: send it to the login page, then back."""
 
@@ -70,6 +89,14 @@ def rejected(exc: Rejected) -> ApiError:
     return ApiError(STATUS_BY_CODE.get(exc.code, 400), exc.code, exc.detail, headers=headers, **exc.extra)
 
 
+def _printable(value: object) -> object:
+    """``value`` as it can go into a UTF-8 answer: a string naming a member of the request (a key
+    a client made up) with a lone surrogate in it gets a ``\\udxxx`` escape instead."""
+    if isinstance(value, int):
+        return value
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(_request: Request, exc: ApiError) -> JSONResponse:
@@ -85,7 +112,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in exc.errors()[:10]]
+        problems = [
+            {"loc": [_printable(p) for p in e.get("loc", ())], "msg": _printable(e.get("msg", ""))}
+            for e in exc.errors()[:10]
+        ]
         return JSONResponse(error_body("invalid_request", "the request is not valid", errors=problems), 422)
 
     @app.exception_handler(StarletteHTTPException)

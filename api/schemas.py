@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -20,7 +20,8 @@ from acl.revocation import MAX_JTI_LENGTH
 from messenger.constants import MAX_MESSAGE_ID, MAX_PAYLOAD_BYTES
 from messenger.models import BlockedUser, MassMessage, MemberList, Message, Tip, TokenRevocation, User
 from messenger.presence import PresenceInfo
-from messenger.protocol import ClientMsgId
+from messenger.protocol import LINE_TEXT, ClientMsgId, ListId
+from messenger.protocol import Body as BodyText
 
 
 def _user_id(value: str) -> str:
@@ -127,19 +128,35 @@ class PresenceOut(BaseModel):
         )
 
 
+#: The most users one ``POST /v1/presence/query`` may name (repeats count): bounds its cost.
+PRESENCE_QUERY_MAX_USERS: Final = 100
+
+
 class PresenceQuery(_In):
-    users: list[UserId] = Field(min_length=1, max_length=500, examples=[["alice", "bob"]])
+    users: list[UserId] = Field(
+        min_length=1, max_length=PRESENCE_QUERY_MAX_USERS, examples=[["alice", "bob"]]
+    )
 
 
 class PresenceList(BaseModel):
     presence: list[PresenceOut]
 
 
-ListId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+#: Every text field a client sends follows the text rule of :mod:`messenger.protocol` (docs/api.md,
+#: "Text"): a message body may hold line feed, carriage return and tab; a name or a reason is one
+#: line. Lengths of names count characters (as the database columns do); a body counts UTF-8 bytes.
 Body = Annotated[
-    str, Field(description=f"UTF-8 text, at most {MAX_PAYLOAD_BYTES // 1024} KiB once encoded (else 413).")
+    BodyText,
+    Field(
+        description=f"Text, at most {MAX_PAYLOAD_BYTES // 1024} KiB once UTF-8 encoded (else 413); no "
+        "control characters but line feed, carriage return and tab, no lone surrogates (else 422)."
+    ),
 ]
+
+
+#: A list name or a display name: one line, 1-128 characters (the columns are VARCHAR(128)).
+Name = Annotated[str, StringConstraints(min_length=1, max_length=128), LINE_TEXT]
 
 
 class SendIn(_In):
@@ -215,7 +232,7 @@ class MassMessagePage(BaseModel):
 
 
 class ListIn(_In):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(examples=["VIP"])
+    name: Name = Field(examples=["VIP"])
 
 
 class ListOut(BaseModel):
@@ -375,7 +392,7 @@ class MeOut(BaseModel):
 
 class UserIn(_In):
     role: Literal["member", "creator", "service"]
-    display_name: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    display_name: Name | None = None
 
 
 class UserOut(BaseModel):
@@ -396,10 +413,10 @@ class RevocationIn(_In):
         extra="forbid", json_schema_extra={"examples": [{"user": "alice"}, {"jti": "0b3c9e"}]}
     )
 
-    jti: Annotated[str, StringConstraints(min_length=1, max_length=MAX_JTI_LENGTH)] | None = None
+    jti: Annotated[str, StringConstraints(min_length=1, max_length=MAX_JTI_LENGTH), LINE_TEXT] | None = None
     user: UserId | None = None
     before: datetime | None = None
-    reason: Annotated[str, StringConstraints(max_length=256)] | None = None
+    reason: Annotated[str, StringConstraints(max_length=256), LINE_TEXT] | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> RevocationIn:

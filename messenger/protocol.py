@@ -2,6 +2,10 @@
 
 Parsing is strict and never raises anything but :class:`InvalidCommand`, whose ``code`` is one
 of :data:`ERROR_CODES`.
+
+Text a client sends is checked here for both doors (the REST schemas use the same types):
+:data:`Body` for a message body or a tip's message, :data:`TextLine` for one line of text
+(names, reasons), :data:`ClientMsgId` and :data:`ListId` for printable-ASCII ids.
 """
 
 from __future__ import annotations
@@ -11,7 +15,16 @@ import re
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
 
 from acl.principal import USER_ID_PATTERN
 from messenger.constants import MAX_MESSAGE_ID, MAX_PAYLOAD_BYTES
@@ -41,9 +54,63 @@ ERROR_CODES: Final = frozenset(
     }
 )
 
+#: The text rule (docs/protocol.md, "Text"). Every text field a client sends is Unicode text: a
+#: lone surrogate (``"\ud800"`` in JSON) has no UTF-8 form, so it could be neither stored nor
+#: delivered. Control characters are refused too (C0, DEL and C1: invisible, they spoof and
+#: corrupt what is shown, and SQLite cut a body at its first NUL), except that a message body
+#: keeps line feed, carriage return (Windows line ends) and tab. Everything else is text as sent:
+#: format characters (ZWJ, bidi marks), combining marks, noncharacters, astral-plane characters.
+_NOT_LINE_TEXT: Final = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_NOT_BODY_TEXT: Final = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def text_problem(value: str, *, multiline: bool = False) -> str | None:
+    """Why ``value`` is not acceptable client text (None when it is): one line of text, or with
+    ``multiline`` a message body (line feed, carriage return and tab allowed)."""
+    found = (_NOT_BODY_TEXT if multiline else _NOT_LINE_TEXT).search(value)
+    if found is None:
+        return None
+    char, where = found.group(), found.start()
+    if _SURROGATE.match(char):
+        return _surrogate_problem(char, where)
+    allowed = " (only line feed, carriage return and tab are)" if multiline else ""
+    return f"control character U+{ord(char):04X} at character {where} is not allowed{allowed}"
+
+
+def _surrogate_problem(char: str, where: int) -> str:
+    return f"a lone surrogate (U+{ord(char):04X}) at character {where} is not Unicode text"
+
+
+def _checked_text(value: object, multiline: bool) -> object:
+    if isinstance(value, str) and (problem := text_problem(value, multiline=multiline)) is not None:
+        # a custom error: its message is the problem alone ("Value error, ..." for a ValueError)
+        raise PydanticCustomError("invalid_text", "{problem}", {"problem": problem})
+    return value
+
+
+def _body_text(value: object) -> object:
+    return _checked_text(value, multiline=True)
+
+
+def _line_text(value: object) -> object:
+    return _checked_text(value, multiline=False)
+
+
+#: A message body or a tip's message: text under the rule above, newlines allowed. Its size limit
+#: counts UTF-8 bytes, like every size limit of the protocol: over MQTT the whole command is at most
+#: :data:`MAX_PAYLOAD_BYTES`; over REST the body itself (``413 payload_too_large``).
+BODY_TEXT: Final = BeforeValidator(_body_text)
+Body = Annotated[str, BODY_TEXT]
+#: One line of text (a list name, a display name, a reason): the rule above, no control character
+#: at all. With a length limit, put it after the constraints, as pydantic words their errors best
+#: then: ``Annotated[str, StringConstraints(max_length=128), LINE_TEXT]``.
+LINE_TEXT: Final = BeforeValidator(_line_text)
+TextLine = Annotated[str, LINE_TEXT]
 UserId = Annotated[str, StringConstraints(pattern=f"^{USER_ID_PATTERN}$")]
+#: A client's message id and a list id: 1-64 printable ASCII characters.
 ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
-Body = Annotated[str, StringConstraints(max_length=MAX_PAYLOAD_BYTES)]
+ListId = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
 
 
 class _Command(BaseModel):
@@ -62,7 +129,7 @@ class SendMessage(_Command):
     type: Literal["message"]
     id: ClientMsgId
     to: UserId | None = None
-    list: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    list: ListId | None = None
     body: Body
     tip: Tip | None = None
 
@@ -105,6 +172,10 @@ def parse_command(payload: bytes) -> SendMessage | MarkRead | Typing | Sync:
         data = json.loads(payload.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # deep nesting: RecursionError
         raise InvalidCommand(f"payload is not UTF-8 JSON: {exc}", code="invalid_json") from exc
+    # the one place a lone surrogate can come in (a \ud800 escape; raw UTF-8 cannot carry one):
+    # nothing after this line, the error event included, meets text it could not encode
+    if (problem := _lone_surrogate(data)) is not None:
+        raise InvalidCommand(problem, code="invalid_payload")
     if not isinstance(data, dict):
         raise InvalidCommand("a command is a JSON object", code="invalid_payload")
     # a list or object "type" is unhashable: check it is a string before the set lookup
@@ -129,7 +200,8 @@ def client_id_of(payload: bytes) -> str | None:
 
     A command over :data:`MAX_PAYLOAD_BYTES`, or one that is not JSON, is never parsed whole:
     its top-level ``id`` is looked for in its first :data:`CLIENT_ID_SCAN_BYTES` bytes only,
-    and kept only when it is a valid client id.
+    and kept only when it is a valid client id. A parsed ``id`` is cut to 64 characters and kept
+    only when that is a valid client id (printable ASCII).
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         return _scanned_client_id(payload)
@@ -138,7 +210,28 @@ def client_id_of(payload: bytes) -> str | None:
     except (UnicodeDecodeError, ValueError, RecursionError):
         return _scanned_client_id(payload)
     value = data.get("id") if isinstance(data, dict) else None
-    return value[:64] if isinstance(value, str) else None
+    # cut to the longest valid id, then echoed only if it is one: never text the event cannot carry
+    return value[:64] if isinstance(value, str) and _CLIENT_ID.fullmatch(value[:64]) else None
+
+
+def _lone_surrogate(data: object) -> str | None:
+    """Where decoded JSON holds a lone surrogate, in a key or a string value, and which (None
+    when it holds none): ``"tip.currency: a lone surrogate (U+D800) at character 0 ..."``.
+    Iterative: the nesting json.loads allows is deeper than a recursive walk would like."""
+    pending: list[tuple[str, object]] = [("payload", data)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if (found := _SURROGATE.search(value)) is not None:
+                return f"{path}: {_surrogate_problem(found.group(), found.start())}"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if (found := _SURROGATE.search(key)) is not None:
+                    return f"{path}: in a key, {_surrogate_problem(found.group(), found.start())}"
+                pending.append((key if path == "payload" else f"{path}.{key}", item))
+        elif isinstance(value, list):
+            pending.extend((f"{path}.{i}", item) for i, item in enumerate(value))
+    return None
 
 
 #: One JSON token after optional whitespace: a whole string, a structural character, or a bare

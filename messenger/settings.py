@@ -11,6 +11,7 @@ import socket
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import SplitResult, urlsplit
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -111,6 +112,14 @@ class ListenerSettings(CommonSettings):
                 "sign tokens: set MESSENGER_JWT_SECRET (or a public key), or bind to 127.0.0.1"
             )
         return self
+
+
+def _has_valid_port(parts: SplitResult) -> bool:
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number in range
+    except ValueError:
+        return False
+    return True
 
 
 def _is_loopback(host: str) -> bool:
@@ -236,13 +245,58 @@ class HandlerSettings(ServiceClientSettings, ProductSettings):
 class BrokerSettings(ListenerSettings):
     mqtt_port: int = constants.DEFAULT_MQTT_PORT
     ws_port: int = constants.DEFAULT_WS_PORT
+    mqtt_connect_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="The embedded broker closes a connection (TCP or WebSocket) that has not sent "
+        "its whole CONNECT this long after opening.",
+    )
+    mqtt_max_connections: int = Field(
+        default=20_000,
+        ge=1,
+        description="Connections the embedded broker holds at once, its own service clients "
+        "included; beyond them a new socket is closed at once. Keep it under the open-file limit.",
+    )
 
 
 class ApiSettings(ServiceClientSettings, ProductSettings):
     """The REST API; it publishes what requests produce as the service account."""
 
     api_port: int = constants.DEFAULT_API_PORT
+    public_url: str | None = Field(
+        default=None,
+        description="The API's public base URL (https://host[:port][/prefix]): a browser sent to the "
+        "login page comes back to it (next=); never taken from the request's Host header. Unset: "
+        "next= is the path and query only.",
+    )
     history_max_limit: int = Field(default=200, ge=1)
+    http_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="A request's line and headers must arrive within this (from the connection's "
+        "opening, or the request's first byte on a kept-alive connection); else 408 and close.",
+    )
+    http_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=600,
+        description="A request's body must arrive within this of its headers; else 408 and close.",
+    )
+    http_keepalive_s: int = Field(
+        default=5,
+        ge=1,
+        le=3600,
+        description="An idle connection between requests is closed after this; behind a load "
+        "balancer, set it above the balancer's own idle timeout.",
+    )
+    http_max_connections: int = Field(
+        default=1000,
+        ge=1,
+        description="Connections each REST listener serves at once; a request on one more is "
+        "answered 503 and its connection closed.",
+    )
     admin_key: SecretStr | None = Field(
         default=None,
         description="Operator key for /v1/admin (header X-Admin-Key); unset: service tokens only.",
@@ -252,6 +306,26 @@ class ApiSettings(ServiceClientSettings, ProductSettings):
         default=None,
         description="Secret brokers send (X-Gateway-Secret) to /mqtt/*; unset: those endpoints refuse.",
     )
+
+    @model_validator(mode="after")
+    def _public_url_is_an_origin(self) -> Self:
+        if self.public_url is not None:
+            parts = urlsplit(self.public_url)
+            if (
+                not self.public_url.isprintable()
+                or any(c in self.public_url for c in " \\")
+                or not _has_valid_port(parts)
+                or parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or parts.username is not None
+                or parts.query
+                or parts.fragment
+            ):
+                raise ValueError(
+                    "MESSENGER_PUBLIC_URL must be an http(s) URL with a host and at most a path, "
+                    f"e.g. https://chat.example.com/api (got {self.public_url!r})"
+                )
+        return self
 
     @model_validator(mode="after")
     def _keys_long_enough(self) -> Self:

@@ -108,7 +108,9 @@ ROLES: Mapping[str, Role] = {
         Role(
             "api",
             ("api",),
-            _PROCESS | _SERVICES | {"MESSENGER_API_PORT", "MESSENGER_DATABASE_URL", "MESSENGER_REDIS_URL"},
+            _PROCESS
+            | _SERVICES
+            | {"MESSENGER_API_PORT", "MESSENGER_PUBLIC_URL", "MESSENGER_DATABASE_URL", "MESSENGER_REDIS_URL"},
             frozenset({"MESSENGER_JWT_SECRET", "MESSENGER_GATEWAY_SECRET", "MESSENGER_DATABASE_PASSWORD"}),
             public=(Port(8080, "REST API", "MESSENGER_API_PORT"),),
             internal=_INTERNAL,
@@ -155,7 +157,13 @@ ROLES: Mapping[str, Role] = {
 #: secret, puts the database credentials into the URL and uses the embedded list service and
 #: ledger (a test may still set these through ``extra_env``).
 TOPOLOGY_UNSET = frozenset(
-    {"MESSENGER_JWT_SECRET", "MESSENGER_DATABASE_PASSWORD", "MESSENGER_LISTS_URL", "MESSENGER_BILLING_URL"}
+    {
+        "MESSENGER_JWT_SECRET",
+        "MESSENGER_DATABASE_PASSWORD",
+        "MESSENGER_LISTS_URL",
+        "MESSENGER_BILLING_URL",
+        "MESSENGER_PUBLIC_URL",
+    }
 )
 
 #: mosquitto.test.conf's @fields@ that carry the broker role's variables

@@ -51,6 +51,7 @@ import redis
 from paho.mqtt.reasoncodes import ReasonCode
 
 from acl.tokens import issue_token
+from api.schemas import PRESENCE_QUERY_MAX_USERS as PRESENCE_BATCH
 from bench.load import external_loop_client
 from bench.procstat import close_children, raise_fd_limit
 from bench.scenarios import Scenario
@@ -608,8 +609,9 @@ class PresenceReader:
             return found
         assert self.http is not None  # noqa: S101 - one of the two is set
         found = 0
-        for start in range(0, len(self.uids), 500):
-            reply = self.http.post("/v1/presence/query", json={"users": self.uids[start : start + 500]})
+        for start in range(0, len(self.uids), PRESENCE_BATCH):
+            batch = self.uids[start : start + PRESENCE_BATCH]
+            reply = self.http.post("/v1/presence/query", json={"users": batch})
             reply.raise_for_status()
             found += sum(any(d["device"] == DEVICE for d in p["devices"]) for p in reply.json()["presence"])
         return found

@@ -655,7 +655,7 @@ def test_presence_query(
     assert when(answers[0]["last_seen"]) == t0 + timedelta(minutes=1)
     assert (answers[2]["devices"], answers[2]["since"], answers[2]["last_seen"]) == ([], None, None)
 
-    many = [make_uid("p") for _ in range(499)] + [bob]
+    many = [make_uid("p") for _ in range(99)] + [bob]
     response = query(many)
     assert response.status_code == 200, response.text
     assert [p["user"] for p in response.json()["presence"]] == many
@@ -817,8 +817,8 @@ def test_metrics(client: TestClient, make_user: MakeUser) -> None:
     assert sample(text, "messenger_messages_rejected_total", code="invalid_recipient", via="http") == 1
     assert sample(text, "messenger_messages_delivered_total") == 1
     posted = {"method": "POST", "route": "/v1/messages"}
-    assert sample(text, "messenger_http_request_seconds_count", status="201", **posted) == 1
-    assert sample(text, "messenger_http_request_seconds_count", status="400", **posted) == 1
+    assert sample(text, "messenger_http_request_seconds_count", status="2xx", **posted) == 1
+    assert sample(text, "messenger_http_request_seconds_count", status="4xx", **posted) == 1
 
 
 def test_a_send_refused_as_too_large_is_counted(client: TestClient, make_user: MakeUser) -> None:
@@ -845,7 +845,7 @@ def test_a_browser_without_a_token_is_sent_to_log_in(client: TestClient) -> None
     assert (location.scheme, location.netloc, location.path) == ("http", "login.example", "/login")
     assert parse_qs(location.query) == {
         "app": ["messenger"],
-        "next": ["http://testserver/v1/conversations?limit=5"],
+        "next": ["/v1/conversations?limit=5"],  # no MESSENGER_PUBLIC_URL: a path (test_login_redirect.py)
     }
 
     api_call = client.get("/v1/conversations", follow_redirects=False)
