@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -288,8 +289,12 @@ def run_api(settings: ApiSettings) -> int:
     presence = RedisPresenceStore(redis_url)
     limiter = create_rate_limiter(redis_url, settings.send_limit())
     metrics = Metrics()
+    gateway_engine = create_db_engine(settings.database_url) if settings.internal_port is not None else None
     try:
         with _store(settings, metrics) as (engine, store):
+            gateway_store = None
+            if gateway_engine is not None:  # its own connection pool: see roles.api
+                gateway_store = Store(session_factory(gateway_engine), store.services, metrics)
             # served at once (the broker asks this process about every CONNECT, and liveness must
             # answer); meanwhile say what is missing, and /readyz says it too
             threading.Thread(
@@ -308,21 +313,55 @@ def run_api(settings: ApiSettings) -> int:
                 verifier=verifier,
                 publisher=publisher,
                 limiter=limiter,
-                internal=settings.internal_port is not None,
+                internal=gateway_store,
             )
             publisher.start(settings.mqtt_host, settings.mqtt_port, wait_s=None)
+            internal = None
+            if apps.internal is not None:
+                internal = _serve_apart(apps.internal, sockets[1], settings, stop)
             try:
-                served = [apps.public] if apps.internal is None else [apps.public, apps.internal]
-                asyncio.run(_serve(list(zip(served, sockets, strict=True)), settings, stop))
+                asyncio.run(_serve([(apps.public, sockets[0])], settings, stop))
             finally:
                 stop.set()
+                if internal is not None:
+                    internal.join(timeout=10)
                 publisher.stop()
     finally:
         for sock in sockets:
             sock.close()
+        if gateway_engine is not None:
+            gateway_engine.dispose()
         limiter.close()
         presence.close()
     return 0
+
+
+def _serve_apart(
+    app: FastAPI, sock: socket.socket, settings: ApiSettings, stop: threading.Event
+) -> threading.Thread:
+    """Serve ``app`` on an event loop, and so a thread pool, of its own (until ``stop``).
+
+    The internal app answers the brokers' gateway: every new MQTT login waits for it. Apart from
+    the public app's loop, its synchronous routes never queue behind the public ones for a worker
+    thread (Starlette's pool is per event loop), so a flood of slow public requests cannot hold
+    up admission.
+    """
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        server = QuietServer(server_config(app, settings))
+        serving = asyncio.create_task(server.serve(sockets=[sock]))
+        waiting: list[asyncio.Future[Any]] = [serving, loop.run_in_executor(None, stop.wait)]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        stop.set()  # one listener ending ends the process
+        await serving
+
+    host, port = sock.getsockname()[:2]
+    thread = threading.Thread(target=asyncio.run, args=(run(),), name="internal-listener", daemon=True)
+    thread.start()
+    logger.info("listening on %s:%d (internal: the gateway, health, /metrics)", host, port)
+    return thread
 
 
 async def _serve(
@@ -342,7 +381,13 @@ async def _serve(
         tasks.append(asyncio.create_task(servers[-1].serve(sockets=[sock])))
         host, port = sock.getsockname()[:2]
         logger.info("listening on %s:%d%s", host, port, " (internal)" if n else "")
-    await asyncio.wait([asyncio.create_task(stopping.wait()), *tasks], return_when=asyncio.FIRST_COMPLETED)
+    waiting: list[asyncio.Future[Any]] = [
+        asyncio.create_task(stopping.wait()),
+        loop.run_in_executor(None, stop.wait),  # the other listener ended
+        *tasks,
+    ]
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
     for server in servers:
         server.should_exit = True
     await asyncio.gather(*tasks)

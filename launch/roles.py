@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from acl.tokens import TokenVerifier
 from acl.topics import SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER
 from api.app import create_app, create_internal_app
-from api.deps import build_deps
+from api.deps import ApiDeps, build_deps
 from bridge.bridge import PresenceBridge
 from handler.background import Background
 from handler.consumer import HandlerConsumer
@@ -138,20 +138,25 @@ def api(
     publisher: MqttPublisher,
     limiter: RateLimiter,
     gate: ConnectGate | None = None,
-    internal: bool = False,
+    internal: Store | None = None,
 ) -> ApiApps:
-    """The REST API; with ``internal``, the gateway and /metrics move to an app of their own."""
-    deps = build_deps(
-        settings,
-        sessions=store.sessions,
-        presence=presence,
-        verifier=verifier,
-        publisher=publisher,
-        limiter=limiter,
-        metrics=store.metrics,
-        gate=gate,
-        services=store.services,
-    )
-    if not internal:
-        return ApiApps(create_app(deps), None)
-    return ApiApps(create_app(deps, internal_routes=False), create_internal_app(deps))
+    """The REST API. With ``internal`` (a store with a connection pool of its own), the broker
+    gateway and /metrics move to an app of their own, so that public requests holding every
+    database connection cannot hold up the brokers' login checks."""
+
+    def deps(sessions: Store) -> ApiDeps:
+        return build_deps(
+            settings,
+            sessions=sessions.sessions,
+            presence=presence,
+            verifier=verifier,
+            publisher=publisher,
+            limiter=limiter,
+            metrics=store.metrics,
+            gate=gate,
+            services=store.services,
+        )
+
+    if internal is None:
+        return ApiApps(create_app(deps(store)), None)
+    return ApiApps(create_app(deps(store), internal_routes=False), create_internal_app(deps(internal)))

@@ -14,6 +14,7 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from messenger.exceptions import StoreUnavailable
@@ -82,6 +83,9 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         if exc.connection_invalidated or _is_operational(exc):
             raise StoreUnavailable(f"database unavailable: {exc.orig}") from exc
         raise
+    except PoolTimeout as exc:  # every connection of the pool busy for its whole timeout
+        session.rollback()
+        raise StoreUnavailable("database busy: no connection free in time") from exc
     except BaseException:
         session.rollback()
         raise

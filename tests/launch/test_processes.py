@@ -11,21 +11,28 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
+from acl.tokens import issue_token
 from launch import cli
 from messenger.constants import DEV_SECRET
 from scripts.topology import ROOT, free_port
+from tests.fakes import CHARGES, FakeServices, Recorded
 
 REDIS_URL = os.environ.get("MESSENGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 SECRET = "a-production-secret-of-at-least-32-bytes"
 GATEWAY_SECRET = "gateway-secret-0123456789"
+#: More than Starlette's worker threads per event loop (anyio's default, 40), and than the
+#: database connections and billing connections of the process
+TIPPERS = 50
 
 
 def base_env(**extra: str) -> dict[str, str]:
@@ -126,6 +133,18 @@ def wait_status(url: str, status: int, timeout: float = 30) -> httpx.Response:
             last = exc
         time.sleep(0.1)
     raise AssertionError(f"{url} did not answer {status} within {timeout}s (last: {last!r})")
+
+
+def wait_steady(count: Callable[[], int], quiet_s: float = 2.0, timeout: float = 60) -> int:
+    """Wait until ``count()`` has not changed for ``quiet_s``; return it."""
+    deadline = time.monotonic() + timeout
+    last, since = count(), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, f"still changing after {timeout}s"
+        time.sleep(0.1)
+        if (now := count()) != last:
+            last, since = now, time.monotonic()
+    return last
 
 
 # --- start-up refusals -----------------------------------------------------------------------------
@@ -285,3 +304,60 @@ def test_the_api_moves_the_gateway_and_metrics_to_the_internal_port(start: objec
 def test_cli_probe_without_a_listener_fails_fast(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["probe", f"http://127.0.0.1:{free_port()}/healthz", "--timeout", "1"]) == 1
     assert "ConnectError" in capsys.readouterr().err
+
+
+@pytest.mark.redis
+def test_the_gateway_answers_while_public_requests_hold_every_worker(start: object, sqlite_url: str) -> None:
+    """Admission is not starvable by public traffic: with every worker thread of the public app
+    held by tips waiting on a stalled billing service, a broker's login check still answers."""
+    port, internal = free_port(), free_port()
+    release = threading.Event()
+
+    def stall(request: Recorded) -> tuple[int, object]:
+        release.wait(60)
+        return fake.answer(request)
+
+    with FakeServices() as fake:
+        fake.script(CHARGES, [], then=stall)
+        env = role_env(
+            internal,
+            MESSENGER_DATABASE_URL=sqlite_url,
+            MESSENGER_API_PORT=str(port),
+            MESSENGER_GATEWAY_SECRET=GATEWAY_SECRET,
+            MESSENGER_BILLING_URL=fake.url,
+            MESSENGER_SERVICES_TIMEOUT_S="60",
+            MESSENGER_SERVICES_RETRIES="0",
+            MESSENGER_SEND_RATE_PER_S="0",
+        )
+        assert messenger("users", "add", "stall-creator", "--role", "creator", env=env).returncode == 0
+        start("api", env)  # type: ignore[operator]
+        public, private = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{internal}"
+        wait_status(f"{public}/healthz", 200)
+        tippers = [f"stall-{n}" for n in range(TIPPERS)]
+        pool = ThreadPoolExecutor(max_workers=TIPPERS)
+        try:
+            tips = [
+                pool.submit(
+                    httpx.post,
+                    f"{public}/v1/tips",
+                    json={"to": "stall-creator", "amount": 100, "currency": "USD"},
+                    headers={"Authorization": f"Bearer {issue_token(DEV_SECRET, user)}"},
+                    timeout=90,
+                )
+                for user in tippers
+            ]
+            held = wait_steady(lambda: len(fake.requests_for(CHARGES)))
+            assert held >= 10, "the stalled charges should hold the public app's workers"
+
+            login = {"username": "alice", "password": issue_token(DEV_SECRET, "alice"), "clientid": "alice/a"}
+            answer = httpx.post(
+                f"{private}/mqtt/user", json=login, headers={"X-Gateway-Secret": GATEWAY_SECRET}, timeout=10
+            )
+            assert (answer.status_code, answer.json()["result"]) == (200, "allow")
+        finally:
+            release.set()
+            statuses = [tip.result().status_code for tip in tips]
+            pool.shutdown()
+        # released, every tip was answered; waiting too long for a database connection is a 503
+    assert set(statuses) <= {201, 402, 503}
+    assert 500 not in statuses
