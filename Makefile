@@ -59,7 +59,7 @@ fuzz: $(VENV)/.fuzz
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check messenger acl broker handler bridge api launch scripts bench tests/launch tests/ship tests/test_architecture.py
+	$(BIN)/ruff format --check messenger acl broker handler bridge api launch scripts bench tests/launch tests/ship tests/chaos tests/test_architecture.py
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
