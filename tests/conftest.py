@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -44,6 +45,18 @@ from messenger.repositories import users
 from messenger.settings import ServeSettings
 
 MARIADB_URL = os.environ.get("MESSENGER_TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+# Property tests are deterministic here (derandomized, no example database), so CI reruns the
+# same examples; each test sets only its own max_examples.
+settings.register_profile(
+    "messenger",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+settings.load_profile("messenger")
+
 REDIS_URL = os.environ.get("MESSENGER_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BACKENDS = [b for b in os.environ.get("MESSENGER_TEST_BACKENDS", "sqlite,mariadb").split(",") if b]
 PRESENCE = [p for p in os.environ.get("MESSENGER_TEST_PRESENCE", "memory,redis").split(",") if p]

@@ -18,7 +18,7 @@ from typing import Any, cast
 from urllib.parse import quote_from_bytes
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -38,13 +38,7 @@ MakeUser = Callable[..., str]
 Sessions = sessionmaker[Session]
 
 #: Deterministic (derandomize, no example database) and modest: each example is a request.
-FUZZ_BODIES = settings(
-    max_examples=75,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+FUZZ_BODIES = settings(max_examples=75)  # the profile: tests/conftest.py
 FUZZ_READS = settings(FUZZ_BODIES, max_examples=25)
 GATEWAY_SECRET = "fuzz-gateway-secret-" + uuid.uuid4().hex
 

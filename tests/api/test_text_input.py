@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,13 +40,7 @@ MakeUser = Callable[..., str]
 Sessions = sessionmaker[Session]
 
 #: Deterministic, and modest: every example is a few round trips to the database.
-ROUND_TRIP = settings(
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+ROUND_TRIP = settings(max_examples=40)  # the profile: tests/conftest.py
 ADMIN = {"X-Admin-Key": ADMIN_KEY}
 EMOJI = "\U0001f600"  # four bytes in UTF-8, two UTF-16 units, one character
 

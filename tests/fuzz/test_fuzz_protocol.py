@@ -16,7 +16,7 @@ from messenger import protocol
 from messenger.exceptions import InvalidCommand
 from tests.fuzz.fuzz_protocol import SEEDS, check
 
-PROPERTY = settings(max_examples=300, deadline=None, derandomize=True, database=None)
+PROPERTY = settings(max_examples=300)  # the profile: tests/conftest.py
 SCRIPT = Path(__file__).resolve().parent / "fuzz_protocol.py"
 DICTIONARY = SCRIPT.parent / "protocol.dict"
 SEED_FILES = sorted(SEEDS.iterdir())

@@ -23,7 +23,7 @@ from messenger.exceptions import InvalidCommand
 from messenger.protocol import SendMessage
 
 #: Deterministic and quick enough for every run of the suite (CI included).
-PROPERTY = settings(max_examples=200, deadline=None, derandomize=True, database=None)
+PROPERTY = settings(max_examples=200)  # the profile: tests/conftest.py
 
 MESSAGE = {"type": "message", "id": "m1", "to": "bob", "body": "hi"}
 #: Every control character the body refuses: C0 but tab, line feed and carriage return; DEL; C1.
