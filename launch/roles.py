@@ -16,7 +16,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from sqlalchemy.orm import Session, sessionmaker
 
 from acl.tokens import TokenVerifier
-from acl.topics import SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER
+from acl.topics import INBOUND_FILTER, PRESENCE_FILTER, SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER
 from api.app import create_app, create_internal_app
 from api.deps import ApiDeps, build_deps
 from bridge.bridge import PresenceBridge
@@ -85,23 +85,17 @@ def handler(
         tip_policy=TipPolicy.of(settings),
         on_queued=work.wake if work is not None else None,
     )
-    if not shared:
-        return HandlerConsumer(
-            client,
-            processor,
-            batch_size=settings.batch_size,
-            batch_wait_s=settings.batch_wait_ms / 1000,
-            metrics=store.metrics,
-        )
     return HandlerConsumer(
         client,
         processor,
         batch_size=settings.batch_size,
         batch_wait_s=settings.batch_wait_ms / 1000,
-        subscriptions=(SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER),
+        subscriptions=(
+            (SHARED_INBOUND_FILTER, SHARED_PRESENCE_FILTER) if shared else (INBOUND_FILTER, PRESENCE_FILTER)
+        ),
         metrics=store.metrics,
-        session_expiry_s=settings.session_expiry_s or None,
-        receive_maximum=RECEIVE_MAXIMUM,
+        session_expiry_s=(settings.session_expiry_s or None) if shared else None,
+        receive_maximum=RECEIVE_MAXIMUM if shared else None,
     )
 
 
