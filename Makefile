@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check lint typecheck bench clean plugin topology ship-check lock chaos fuzz
+.PHONY: serve test check lint typecheck bench clean plugin plugin-limits topology ship-check lock chaos fuzz
 
 # -qq: errors only (no per-package notices); the project's own warnings are fixed, not hidden
 PIP_INSTALL := $(BIN)/pip install --quiet --quiet --disable-pip-version-check
@@ -34,6 +34,11 @@ test: $(VENV)/.installed plugin
 plugin:
 	@scripts/ensure-plugin-deps.sh
 	$(MAKE) -s -C broker/mosquitto
+
+# The plugin's limits header from acl/limits.py, their one definition (commit the result: the
+# broker image builds the plugin without Python; a test fails while it is stale).
+plugin-limits: $(VENV)/.product
+	$(BIN)/python -m scripts.plugin_limits
 
 # The production topology on loopback: Mosquitto + plugin, API, two handlers, bridge, a worker
 # (against MariaDB and Redis on 127.0.0.1; override with MESSENGER_DATABASE_URL / MESSENGER_REDIS_URL).

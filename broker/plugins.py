@@ -1,8 +1,10 @@
 """amqtt plugin: token authentication and the SPEC topic rules, by way of :mod:`acl`.
 
 amqtt 0.12 leaves a Last Will unchecked; this plugin refuses at CONNECT any Will outside the
-client's own presence topic. Retention outside presence is refused by
-:class:`broker.server.MessengerBroker`, since amqtt does not show the retain flag to plugins.
+client's own presence topic, or over the payload limit of :mod:`acl.limits` (Mosquitto, which
+cannot see the Will at CONNECT, drops such a Will when it would go out). Retention outside
+presence is refused by :class:`broker.server.MessengerBroker`, since amqtt does not show the
+retain flag to plugins.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from acl.connect import authorize_connect
+from acl.limits import payload_allowed
 from acl.principal import Principal
 from acl.tokens import TokenVerifier
 from acl.topics import Action, check
@@ -63,6 +66,10 @@ class MessengerAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
                 will_topic=session.will_topic if session.will_flag else None,
                 will_retain=bool(session.will_retain),
             )
+            if session.will_flag and not payload_allowed(
+                str(session.will_topic), len(session.will_message or b""), retain=bool(session.will_retain)
+            ):
+                raise PermissionError("the Last Will's payload is over the presence limit")
         except PermissionError as exc:
             logger.info(
                 "refused CONNECT of client %r from %s: %s", session.client_id, session.remote_address, exc

@@ -19,21 +19,19 @@ from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
+from acl.limits import MAX_RETAINED_BYTES, PAYLOAD_LIMITS, payload_allowed, topic_class
 from acl.principal import Principal
 from acl.revocation import Revocation
 from acl.tokens import TokenVerifier
 from acl.topics import CONTROL_TOPIC, parse_presence_topic
 from broker.exceptions import BrokerStartError
+from broker.limits import ClientSubscriptions, UserConnections
 from broker.plugins import MessengerAclPlugin
-from messenger.constants import MAX_PAYLOAD_BYTES
 
 logger = logging.getLogger(__name__)
 
-#: Largest publish the broker relays: the handler answers up to 4x its 64 KiB command limit
-#: with ``payload_too_large``; beyond that the broker drops it.
-MAX_BROKER_PAYLOAD = 4 * MAX_PAYLOAD_BYTES
-#: Largest retained presence state ("online", or a small JSON object).
-MAX_PRESENCE_PAYLOAD = 1024
+#: A refused SUBSCRIBE filter's return code in the SUBACK.
+SUBACK_FAILURE = 0x80
 #: How long the broker keeps the session of a persistent client that went away.
 SESSION_EXPIRY_S = 24 * 3600
 #: How long a new connection may take to send its whole CONNECT (MESSENGER_MQTT_CONNECT_TIMEOUT_S).
@@ -54,6 +52,10 @@ class MessengerBroker(Broker):
 
     It also consumes :data:`acl.topics.CONTROL_TOPIC`: a revocation published there by the
     service disconnects every client whose token it covers.
+
+    It enforces the limits of :mod:`acl.limits`: the payload per topic class and of a retained
+    message (beyond: dropped), the distinct filters per client id (beyond: a SUBACK failure) and
+    the live connections per user (beyond: CONNECT refused, as for a bad token).
 
     amqtt waits without end for a new connection's CONNECT, and its listeners' own
     ``max_connections`` makes the sockets over the limit wait, open, for a free place. Here a
@@ -76,6 +78,8 @@ class MessengerBroker(Broker):
         self._max_connections = max_connections
         self._open = 0
         self._refusing = False
+        self._user_connections: UserConnections[WriterAdapter] = UserConnections()
+        self._filters = ClientSubscriptions()
 
     def _plugin(self) -> MessengerAclPlugin | None:
         if self._acl is None:
@@ -138,6 +142,7 @@ class MessengerBroker(Broker):
             await super()._client_connected(listener_name, reader, writer)
         finally:
             self._open -= 1
+            self._user_connections.release(writer)
 
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
@@ -164,6 +169,10 @@ class MessengerBroker(Broker):
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
             raise MQTTError(f"client {incoming.client_id!r} from {remote_address} not authorized")
+        if not self._admit(incoming, writer):
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError(f"client {incoming.client_id!r} from {remote_address}: too many connections")
 
         session = incoming
         if incoming.clean_session:
@@ -193,6 +202,23 @@ class MessengerBroker(Broker):
             session.keep_alive += delay
         return handler, session
 
+    def _admit(self, incoming: Session, writer: WriterAdapter) -> bool:
+        """Count an authenticated connection against its user's limit; False if over it."""
+        acl = self._plugin()
+        client_id = str(incoming.client_id)
+        principal = acl.principal(client_id) if acl is not None else None
+        if principal is None:
+            return False
+        if self._user_connections.admit(principal, client_id, writer):
+            return True
+        logger.info(
+            "refused CONNECT of client %r: user %s has %d live connections, the limit",
+            client_id,
+            principal.user_id,
+            self._user_connections.count(principal.user_id),
+        )
+        return False
+
     async def _authenticate(self, session: Session, listener: Any) -> bool:
         # Decided in _initialize_client_session, before any session was touched.
         authenticated = bool(getattr(session, "messenger_authenticated", False))
@@ -204,6 +230,33 @@ class MessengerBroker(Broker):
         # message relayed. The ACL is pure and fast, so ask it directly.
         acl = self._plugin()
         return acl is not None and acl.allows(session, topic, action)
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        # a client holds at most MAX_SUBSCRIPTIONS_PER_CLIENT distinct filters; subscribing
+        # again to one it holds replaces it (amqtt keeps one entry) and is not counted twice
+        topic_filter, client_id = subscription[0], str(session.client_id)
+        if not self._filters.allows(client_id, topic_filter):
+            logger.info(
+                "refused a subscription of %s to %r: it holds %d filters, the limit",
+                client_id,
+                topic_filter,
+                self._filters.count(client_id),
+            )
+            return SUBACK_FAILURE
+        granted = await super().add_subscription(subscription, session)
+        if granted != SUBACK_FAILURE:
+            self._filters.add(client_id, topic_filter)
+        return granted
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        deleted = super()._del_subscription(a_filter, session)
+        self._filters.discard(str(session.client_id), a_filter)
+        return deleted
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        # a clean session's start, an expired session, shutdown
+        await super()._del_all_subscriptions(session)
+        self._filters.forget(str(session.client_id))
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
@@ -250,20 +303,28 @@ class MessengerBroker(Broker):
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
     ) -> bool:
-        # amqtt has no packet size limit; refuse what no Messenger client needs to send
+        # amqtt has no packet size limit: the payload limits of acl.limits, by topic class (a
+        # topic of no class goes on to the topic rules, which refuse it)
         message = wait_deliver.result()
-        if message is not None and message.topic == CONTROL_TOPIC:
-            # amqtt would drop the connection for a $ topic; this one is for the broker itself
-            await self._handle_control(client_session, message.data)
-            return True
-        if message is not None and message.data is not None and len(message.data) > MAX_BROKER_PAYLOAD:
+        if message is None:
+            return await super()._handle_message_delivery(client_session, handler, wait_deliver)
+        size = len(message.data or b"")
+        retain = bool(message.publish_packet is not None and message.publish_packet.retain_flag)
+        klass = topic_class(message.topic)
+        if klass is not None and not payload_allowed(message.topic, size, retain=retain):
             logger.warning(
-                "dropped a %d-byte publish from %s on %s (limit %d)",
-                len(message.data),
+                "dropped a %d-byte%s publish from %s on %s (limit %d, retained %d)",
+                size,
+                " retained" if retain else "",
                 client_session.client_id,
                 message.topic,
-                MAX_BROKER_PAYLOAD,
+                PAYLOAD_LIMITS[klass],
+                MAX_RETAINED_BYTES,
             )
+            return True
+        if message.topic == CONTROL_TOPIC:
+            # amqtt would drop the connection for a $ topic; this one is for the broker itself
+            await self._handle_control(client_session, message.data)
             return True
         return await super()._handle_message_delivery(client_session, handler, wait_deliver)
 
@@ -277,7 +338,8 @@ class MessengerBroker(Broker):
         if topic_name is None or parse_presence_topic(topic_name) is None:
             logger.info("not retaining a message on %r: only presence is retained", topic_name)
             return
-        if data is not None and len(data) > MAX_PRESENCE_PAYLOAD:
+        if data is not None and not payload_allowed(topic_name, len(data), retain=True):
+            # publishes are checked before; this also covers a Last Will
             logger.info("not retaining a %d-byte presence message on %r", len(data), topic_name)
             return
         await super().retain_message(source_session, topic_name, data, qos)

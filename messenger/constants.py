@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from typing import Final
 
+from acl.limits import MAX_COMMAND_BYTES
+
 #: Development HS256 secret. The settings refuse it outside ``environment=development``.
 DEV_SECRET: Final = "messenger-development-secret-do-not-use-in-production"  # noqa: S105 - a documented dev default
 
-#: Largest inbound command accepted, in bytes (SPEC section 4).
-MAX_PAYLOAD_BYTES: Final = 64 * 1024
+#: Largest inbound command accepted, in bytes (SPEC section 4); the brokers' limits are in
+#: :mod:`acl.limits`, with this one.
+MAX_PAYLOAD_BYTES: Final = MAX_COMMAND_BYTES
 
 #: Largest message id (BIGINT); larger ids in requests are refused, not overflowed.
 MAX_MESSAGE_ID: Final = 2**63 - 1

@@ -1,8 +1,7 @@
 """The Mosquitto plugin's C topic rules (``broker/mosquitto/acl_rules.c``) against :mod:`acl`.
 
-The fixture builds the plugin with its own Makefile (a missing compiler or header is a failure,
-not a skip: the production broker depends on this code) and loads the rules library with
-ctypes. Then:
+The ``plugin_build`` fixture (``conftest.py``) builds the plugin with its own Makefile; the rules
+library is loaded with ctypes. Then:
 
 * every row of the shared vectors (``tests/acl/vectors.json``) through the C functions;
 * hand cases the vectors leave out: NULL, empty and very long arguments, ``.``/``..``, 64 vs
@@ -10,8 +9,6 @@ ctypes. Then:
 * a differential check: thousands of topics built from the words the rules care about, each
   asked of the C port and of :mod:`acl.topics` for every action, as a member and as the
   service. It catches a rule changed in Python but not in C that no vector mentions.
-
-The build goes to a temporary directory, so concurrent runs do not share object files.
 """
 
 from __future__ import annotations
@@ -20,7 +17,6 @@ import ctypes
 import itertools
 import json
 import random
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +27,6 @@ from acl import topics
 from acl.principal import Principal, Role, is_valid_user_id
 
 ROOT = Path(__file__).resolve().parents[2]
-PLUGIN_DIR = ROOT / "broker" / "mosquitto"
 VECTORS: list[dict[str, Any]] = json.loads((ROOT / "tests" / "acl" / "vectors.json").read_text("utf-8"))
 
 MEMBER = "alice"
@@ -84,19 +79,8 @@ class Rules:
 
 
 @pytest.fixture(scope="session")
-def rules(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rules]:
-    build = tmp_path_factory.mktemp("mosquitto-plugin")
-    result = subprocess.run(
-        ["make", "-C", str(PLUGIN_DIR), f"BUILD={build}"],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=90,
-    )
-    if result.returncode != 0:
-        pytest.fail(f"building the Mosquitto plugin failed:\n{result.stdout}\n{result.stderr}", pytrace=False)
-    assert (build / "messenger_auth.so").is_file()
-    yield Rules(ctypes.CDLL(str(build / "libmessenger_acl.so")))
+def rules(plugin_build: Path) -> Rules:
+    return Rules(ctypes.CDLL(str(plugin_build / "libmessenger_acl.so")))
 
 
 # ---------------------------------------------------------------------------------------------

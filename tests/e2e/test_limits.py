@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from broker.server import MAX_BROKER_PAYLOAD, MAX_PRESENCE_PAYLOAD
+from acl.limits import MAX_RETAINED_BYTES, PAYLOAD_LIMITS, TopicClass
 from tests.e2e.helpers import Clients, api, event, message, stored_messages, wait_until
 
 
@@ -34,13 +34,14 @@ def test_deeply_nested_presence_does_not_stop_the_bridge(clients: Clients) -> No
 
 
 def test_a_publish_over_the_broker_limit_is_dropped_and_the_client_goes_on(clients: Clients) -> None:
+    limit = PAYLOAD_LIMITS[TopicClass.INBOUND]
     alice_id, bob_id = clients.uid("alice"), clients.uid("bob")
     alice = clients.connect(alice_id)
     bob = clients.connect(bob_id)
     huge = json.dumps(
-        {"type": "message", "id": "huge", "to": bob_id, "body": "z" * MAX_BROKER_PAYLOAD}
+        {"type": "message", "id": "huge", "to": bob_id, "body": "z" * limit}
     ).encode()
-    assert len(huge) > MAX_BROKER_PAYLOAD
+    assert len(huge) > limit
     alice.publish(alice.inbound_topic, huge)
 
     good = alice.send(bob_id, "after the huge one")
@@ -65,7 +66,7 @@ def test_oversized_presence_is_not_retained(clients: Clients) -> None:
     settled()
     assert retained[bob.presence_topic].data == b"online"
 
-    large = json.dumps({"status": "online", "pad": "p" * MAX_PRESENCE_PAYLOAD})
+    large = json.dumps({"status": "online", "pad": "p" * MAX_RETAINED_BYTES})
     bob.publish(bob.presence_topic, large, retain=True)
     settled()
     # the small state stays; the large one was not kept
