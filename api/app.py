@@ -7,6 +7,7 @@ from fastapi_offline import FastAPIOffline
 
 from api import errors
 from api.deps import ApiDeps
+from api.limits import AddressLimit
 from api.middleware import BodyLimit, RequestMetrics
 from api.routes import (
     admin,
@@ -58,6 +59,7 @@ def create_app(deps: ApiDeps, *, internal_routes: bool = True) -> FastAPI:
             401: {"model": ErrorOut, "description": "Missing, invalid or revoked bearer token"},
             413: {"model": ErrorOut, "description": "Request body too large"},
             422: {"model": ErrorOut, "description": "Invalid request"},
+            429: {"model": ErrorOut, "description": "Over a rate limit (docs/api.md); see Retry-After"},
         },
     )
     app.state.deps = deps
@@ -79,6 +81,7 @@ def create_app(deps: ApiDeps, *, internal_routes: bool = True) -> FastAPI:
         app.include_router(ops.metrics_router)
         app.include_router(gateway.router)
     app.add_middleware(BodyLimit)
+    app.add_middleware(AddressLimit, shield=deps.requests)  # outside BodyLimit: before the body is read
     app.add_middleware(RequestMetrics, metrics=deps.metrics)
     return app
 

@@ -16,6 +16,7 @@ from acl.exceptions import InvalidToken
 from acl.principal import Principal
 from acl.tokens import TokenVerifier
 from api.errors import ApiError, LoginRedirect, next_url
+from api.limits import RequestShield
 from messenger.actions import Outbound
 from messenger.admission import ConnectGate
 from messenger.db import unit_of_work
@@ -50,13 +51,23 @@ class ApiDeps:
     tip_policy: TipPolicy = field(default_factory=TipPolicy)
     #: The API's public base URL, for the login redirect's ``next=`` (MESSENGER_PUBLIC_URL).
     public_url: str | None = None
+    #: The per-user and per-address request buckets on ``limiter``; built when not given.
+    shield: RequestShield | None = None
 
     def __post_init__(self) -> None:
+        if self.shield is None:
+            object.__setattr__(self, "shield", RequestShield(self.limiter))
         if self.gate is None:
             object.__setattr__(self, "gate", ConnectGate(self.sessions))
         if self.services is None:
             embedded = Services(EmbeddedLists(self.sessions), LedgerBilling(self.sessions))
             object.__setattr__(self, "services", embedded)
+
+    @property
+    def requests(self) -> RequestShield:
+        """The request buckets in force."""
+        assert self.shield is not None  # noqa: S101 - set by __post_init__
+        return self.shield
 
     @property
     def external(self) -> Services:
@@ -153,6 +164,8 @@ def _authenticate(request: Request, deps: ApiDeps, session: Session, credentials
         principal = deps.verifier.verify(credentials.credentials)
     except InvalidToken as exc:
         raise unauthorized(f"invalid token: {exc.reason}") from exc
+    if not principal.is_service:  # before the database is asked; the service accounts are ours
+        deps.requests.user(principal.user_id)
     if revocations.is_revoked(session, principal):
         raise unauthorized("invalid token: revoked")
     return principal

@@ -37,12 +37,16 @@ from sqlalchemy.engine import Engine
 from bench.procstat import database_pid
 from messenger.constants import DEV_SECRET
 from messenger.db import create_db_engine
+from messenger.ratelimit import Action
 from scripts.topology import DEFAULT_REDIS_URL, ROOT, Topology
 
 STACKS = ("embedded", "production")
 DEFAULT_BENCH_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/messenger_bench"
 #: Starts of the production topology before giving up (a free port can be taken before it is bound).
 START_ATTEMPTS = 3
+#: A few bench users send thousands of messages and requests each, all from one address: every
+#: rate limit off (MESSENGER_SEND_RATE_PER_S=0, ...).
+UNLIMITED = {f"MESSENGER_{action.name}_RATE_PER_S": "0" for action in Action}
 _BANNER = re.compile(r"(MQTT|REST API)\s+(?:mqtt|http)://([\d.]+):(\d+)")
 
 
@@ -144,9 +148,9 @@ class EmbeddedStack:
             "MESSENGER_WS_PORT": "0",
             "MESSENGER_API_PORT": "0",
             "MESSENGER_DATABASE_URL": self.database_url,
-            "MESSENGER_SEND_RATE_PER_S": "0",  # a few bench users send thousands of messages each
             "MESSENGER_LOG_LEVEL": "WARNING",
         }
+        env |= UNLIMITED
         if self.redis_url:
             env["MESSENGER_REDIS_URL"] = self.redis_url
         env |= self.env
@@ -236,8 +240,7 @@ class ProductionStack:
             redis_url=self.options.redis_url,
             handlers=self.options.handlers,
             workers=self.options.workers,
-            send_rate_per_s=0,  # a few bench users send thousands of messages each
-            extra_env=dict(self.options.env),
+            extra_env=UNLIMITED | dict(self.options.env),
         )
 
     @property

@@ -23,6 +23,7 @@ from messenger.exceptions import ServiceUnavailable, StoreUnavailable
 from messenger.fanout import FanoutRunner
 from messenger.metrics import Metrics
 from messenger.mqtt import Pending
+from messenger.ratelimit import RateLimiter
 from messenger.services import Services
 from messenger.services.billing import Billing
 from messenger.settings import HandlerSettings
@@ -58,6 +59,7 @@ class BackgroundWork:
         tip_policy: TipPolicy,
         poll_s: float = 0.5,
         metrics: Metrics | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._runner = runner
         self._sessions = sessions
@@ -66,6 +68,7 @@ class BackgroundWork:
         self._policy = tip_policy
         self._poll_s = poll_s
         self._metrics = metrics
+        self._limiter = limiter  # the payers' charge_declined buckets
         self._in_flight: Pending | None = None  # the fan-out page the broker is taking
         self._stopping = threading.Event()
         self._fanout_wake = threading.Event()
@@ -170,7 +173,9 @@ class BackgroundWork:
                 self._stopping.wait(MAX_BACKOFF_S)
             for tip_id in due:
                 try:
-                    _, out = tipping.settle(self._sessions, self._billing, tip_id, self._policy)
+                    _, out = tipping.settle(
+                        self._sessions, self._billing, tip_id, self._policy, self._limiter
+                    )
                 except Exception:
                     # still pending: tried again, same key, once its lease has run out
                     self._error("tips")
@@ -226,6 +231,7 @@ class Background:
         sessions: sessionmaker[Session],
         services: Services,
         metrics: Metrics,
+        limiter: RateLimiter | None = None,
     ) -> Background:
         """Fan-out and tip settlement for the process ``name`` (the owner of its leases); their
         results go out on a connection of their own (``{name}-background``), beside any
@@ -245,6 +251,7 @@ class Background:
             publisher.publish_tracked,
             tip_policy=TipPolicy.of(settings),
             metrics=metrics,
+            limiter=limiter,
         )
         return cls(work, publisher)
 

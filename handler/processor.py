@@ -14,14 +14,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from acl.topics import parse_inbound_topic, parse_presence_topic
-from messenger import actions, fanout, protocol, tipping
+from messenger import actions, fanout, protocol, ratelimit, tipping
 from messenger.actions import Outbound, SendRequest, SendResult, event
 from messenger.db import unit_of_work
 from messenger.exceptions import InvalidCommand, Rejected, StoreUnavailable
 from messenger.fanout import MassRequest
 from messenger.metrics import Metrics
 from messenger.protocol import MarkRead, SendMessage, Sync, Typing
-from messenger.ratelimit import RateLimiter
+from messenger.ratelimit import Action, Bucket, RateLimiter
 from messenger.repositories import blocks, messages, users
 from messenger.services.lists import EmbeddedLists, ListService
 from messenger.tipping import TipPolicy, TipRequest
@@ -121,7 +121,7 @@ class CommandProcessor:
         return self.commit(self.prepare(batch))
 
     def prepare(self, batch: Sequence[Inbound]) -> Work:
-        """Parse a batch, apply the send rate limits and check list messages with the list
+        """Parse a batch, apply the rate limits and check list messages with the list
         service (the one read of the database: the senders' roles).
 
         Raises StoreUnavailable when the rate-limit store (Redis) or the database is down.
@@ -136,15 +136,71 @@ class CommandProcessor:
             # a device that comes online gets what it missed; replays of retained state do not
             if presence is not None and not item.retained and protocol.parse_presence(item.payload):
                 work.syncs.append((presence[0], None))
-        work.sends, limited = actions.rate_limit(self._limiter, work.sends)
-        work.mass, limited_mass = actions.rate_limit(self._limiter, work.mass)
-        refusals = [(r.sender, r.client_id, e) for r, e in limited]
-        refusals += [(r.sender, r.client_id, e) for r, e in limited_mass]
-        for sender, client_id, refusal in refusals:
-            work.replies.append(actions.refusal_event(sender, client_id, refusal))
+        self._rate_limit(work)
         if work.mass:
             work.mass = self._check_lists(work)
         return work
+
+    def _rate_limit(self, work: Work) -> None:
+        """Every command of the batch against its sender's bucket, in one limiter round trip.
+
+        Beyond a limit a command gets a ``rate_limited`` error (with ``retry_after``), except
+        ``typing``, which is dropped: a typing indicator is lossy by nature, and an error event
+        for each would be the very traffic the limit is for. A tip takes a token of its own
+        bucket and needs one left in the payer's ``charge_declined`` bucket (looked at, not
+        taken: billing's answer spends it).
+        """
+        take: list[Bucket] = [(Action.SEND, r.sender) for r in work.sends]
+        take += [(Action.SEND, m.sender) for m in work.mass]
+        take += [(Action.TIP, t.payer) for t in work.tips]
+        take += [(Action.READ, user) for user, _ in work.reads]
+        take += [(Action.TYPING, user) for user, _ in work.typing]
+        take += [(Action.SYNC, user) for user, _ in work.syncs]
+        look = {(Action.CHARGE_DECLINED, t.payer) for t in work.tips}
+        grants = ratelimit.acquire(self._limiter, take, look)
+
+        def refuse(user: str, client_id: str | None, action: Action, wait: float) -> None:
+            logger.debug("rate-limited %s of %s (client id %r)", action.value, user, client_id)
+            work.replies.append(actions.refusal_event(user, client_id, ratelimit.refusal(action, wait)))
+
+        sends, mass, tips = [], [], []
+        for r in work.sends:
+            if (wait := grants.take((Action.SEND, r.sender))) is None:
+                sends.append(r)
+            else:
+                refuse(r.sender, r.client_id, Action.SEND, wait)
+        for m in work.mass:
+            if (wait := grants.take((Action.SEND, m.sender))) is None:
+                mass.append(m)
+            else:
+                refuse(m.sender, m.client_id, Action.SEND, wait)
+        for t in work.tips:
+            if (wait := grants.take((Action.TIP, t.payer))) is not None:
+                refuse(t.payer, t.client_id, Action.TIP, wait)
+            elif (wait := grants.look((Action.CHARGE_DECLINED, t.payer))) is not None:
+                refuse(t.payer, t.client_id, Action.CHARGE_DECLINED, wait)
+            else:
+                tips.append(t)
+        reads, syncs = [], []
+        for user, read in work.reads:
+            if (wait := grants.take((Action.READ, user))) is None:
+                reads.append((user, read))
+            else:
+                refuse(user, None, Action.READ, wait)
+        for user, after in work.syncs:
+            if (wait := grants.take((Action.SYNC, user))) is None:
+                syncs.append((user, after))
+            else:
+                refuse(user, None, Action.SYNC, wait)
+        typing = [(user, t) for user, t in work.typing if grants.take((Action.TYPING, user)) is None]
+        work.sends, work.mass, work.tips, work.reads, work.syncs, work.typing = (
+            sends,
+            mass,
+            tips,
+            reads,
+            syncs,
+            typing,
+        )
 
     def _check_lists(self, work: Work) -> list[MassRequest]:
         """The list messages whose sender is a creator owning the list; refusals go to replies."""

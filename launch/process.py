@@ -196,9 +196,11 @@ def run_worker(settings: HandlerSettings) -> int:
     token = service_token(settings)
     stop = stop_on_signals()
     metrics = Metrics()
-    with _store(settings, metrics) as (engine, store):
+    # the payers' charge_declined buckets: shared with the API and the handlers through Redis
+    limiter = create_rate_limiter(settings.redis_url, settings.rate_limits())
+    with _store(settings, metrics) as (engine, store), contextlib.closing(limiter):
         name = settings.handler_client_name("worker")
-        work = roles.background(settings, store, token, name)
+        work = roles.background(settings, store, token, name, limiter=limiter)
         database = database_problem(engine)
         checks = {
             "database": problem_check(database),
@@ -287,7 +289,7 @@ def run_api(settings: ApiSettings) -> int:
         port = settings.internal_port
         sockets.append(listen(settings.bind_host, port, None, "MESSENGER_INTERNAL_PORT"))
     presence = RedisPresenceStore(redis_url)
-    limiter = create_rate_limiter(redis_url, settings.send_limit())
+    limiter = create_rate_limiter(redis_url, settings.rate_limits())
     metrics = Metrics()
     gateway_engine = create_db_engine(settings.database_url) if settings.internal_port is not None else None
     try:

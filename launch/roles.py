@@ -45,9 +45,14 @@ class Store:
     metrics: Metrics
 
 
-def background(settings: HandlerSettings, store: Store, token: str, name: str) -> Background:
-    """Fan-out and tip settlement for the process ``name`` (a handler or a worker)."""
-    return Background.create(settings, token, name, store.sessions, store.services, store.metrics)
+def background(
+    settings: HandlerSettings, store: Store, token: str, name: str, *, limiter: RateLimiter
+) -> Background:
+    """Fan-out and tip settlement for the process ``name`` (a handler or a worker); ``limiter``
+    holds the payers' ``charge_declined`` buckets."""
+    return Background.create(
+        settings, token, name, store.sessions, store.services, store.metrics, limiter=limiter
+    )
 
 
 def handler(

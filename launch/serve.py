@@ -53,7 +53,7 @@ class Messenger:
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from exc
         self.metrics = Metrics()
-        self.limiter = create_rate_limiter(settings.redis_url, settings.send_limit())
+        self.limiter = create_rate_limiter(settings.redis_url, settings.rate_limits())
         self.gate = ConnectGate(self.sessions)
         self.services = create_services(settings, self.sessions)
         self.store = Store(self.sessions, self.services, self.metrics)
@@ -110,7 +110,9 @@ class Messenger:
         s = self.settings
         host, port = listeners.mqtt
         token = self.service_token
-        self.background = roles.background(s, self.store, token, s.handler_client_name())
+        self.background = roles.background(
+            s, self.store, token, s.handler_client_name(), limiter=self.limiter
+        )
         await asyncio.to_thread(self.background.start, host, port, wait_s=10.0)
         self.handler = roles.handler(
             s, self.store, token, limiter=self.limiter, work=self.background, shared=False

@@ -6,7 +6,6 @@ Each action works inside the caller's unit of work and returns the MQTT messages
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -15,11 +14,11 @@ from typing import Protocol, TypeVar
 from sqlalchemy.orm import Session
 
 from acl.topics import events_topic, messages_topic
-from messenger import protocol
+from messenger import protocol, ratelimit
 from messenger.exceptions import Rejected
 from messenger.metrics import Metrics
 from messenger.models import BlockedUser, Message
-from messenger.ratelimit import RateLimiter
+from messenger.ratelimit import Action, RateLimiter
 from messenger.repositories import blocks, client_ids, conversations, messages, users
 from messenger.repositories.messages import NewMessage
 
@@ -103,28 +102,22 @@ R = TypeVar("R", bound=_Limited)
 
 
 def rate_limit(
-    limiter: RateLimiter | None, requests: Sequence[R]
+    limiter: RateLimiter | None, requests: Sequence[R], action: Action = Action.SEND
 ) -> tuple[list[R], list[tuple[R, Rejected]]]:
-    """Split ``requests`` into those within their sender's rate limit and ``rate_limited`` refusals.
+    """Split ``requests`` into those within their sender's ``action`` bucket and ``rate_limited``
+    refusals.
 
     One limiter round trip for the whole batch; each sender's earliest requests go first.
     """
-    if limiter is None or not requests:
-        return list(requests), []
-    allowance = limiter.acquire(Counter(r.sender for r in requests))
-    granted = {user: a.granted for user, a in allowance.items()}
+    grants = ratelimit.acquire(limiter, [(action, r.sender) for r in requests])
     allowed: list[R] = []
     refused: list[tuple[R, Rejected]] = []
     for request in requests:
-        if granted[request.sender] > 0:
-            granted[request.sender] -= 1
+        wait = grants.take((action, request.sender))
+        if wait is None:
             allowed.append(request)
-            continue
-        retry_after = round(allowance[request.sender].retry_after, 3)
-        error = Rejected(
-            f"too many messages; retry in {retry_after:g}s", code="rate_limited", retry_after=retry_after
-        )
-        refused.append((request, error))
+        else:
+            refused.append((request, ratelimit.refusal(action, wait)))
     return allowed, refused
 
 

@@ -24,7 +24,9 @@ REDIS_PREFIX: Final = "messenger:"
 PRESENCE_DEVICES_KEY: Final = REDIS_PREFIX + "presence:{uid}:devices"  # hash device -> JSON state
 PRESENCE_LAST_SEEN_KEY: Final = REDIS_PREFIX + "presence:{uid}:last_seen"
 PRESENCE_NODE_KEY: Final = REDIS_PREFIX + "presence-node:{node}"  # set of "uid/device" a node recorded
-RATE_LIMIT_KEY: Final = REDIS_PREFIX + "ratelimit:send:{uid}"  # hash tokens, at (ms)
+RATE_LIMIT_KEY: Final = REDIS_PREFIX + "ratelimit:{action}:{key}"  # hash tokens, at (ms)
+HANDLERS_KEY: Final = REDIS_PREFIX + "handlers"  # sorted set: handler name -> last heartbeat (ms)
+HANDLER_TAKEOVER_KEY: Final = REDIS_PREFIX + "handler-takeover:{name}"  # the taker's name, leased
 
 #: Default listeners of ``messenger serve``: loopback only, off the usual 1883 so a system
 #: Mosquitto can keep its port.

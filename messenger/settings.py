@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from acl.principal import Role
 from acl.tokens import TokenConfig, issue_token
 from messenger import constants
-from messenger.ratelimit import Limit
+from messenger.ratelimit import Action, Limit
 
 
 class CommonSettings(BaseSettings):
@@ -51,6 +51,44 @@ class CommonSettings(BaseSettings):
         default=5.0, ge=0, description="Messages a user may send per second, sustained (0: no limit)."
     )
     send_burst: int = Field(default=30, ge=1, description="Messages a user may send at once.")
+    # the other per-action buckets (messenger/ratelimit.py, docs/security.md "Limits"); rate 0: off
+    tip_rate_per_s: float = Field(default=0.2, ge=0, description="Tips a user may send per second.")
+    tip_burst: int = Field(default=10, ge=1, description="Tips a user may send at once.")
+    charge_declined_rate_per_s: float = Field(
+        default=1 / 600,
+        ge=0,
+        description="Declined charges a user may run up per second (default one per 10 minutes); "
+        "beyond them tips are refused before billing is called.",
+    )
+    charge_declined_burst: int = Field(default=5, ge=1, description="Declined charges in a row.")
+    resend_rate_per_s: float = Field(
+        default=0.5,
+        ge=0,
+        description="REST replays of a stored message that publish it again, per user per second; "
+        "beyond them a replay is answered from the database without publishing.",
+    )
+    resend_burst: int = Field(default=10, ge=1)
+    typing_rate_per_s: float = Field(
+        default=2.0, ge=0, description="Typing events per user per second; beyond them dropped."
+    )
+    typing_burst: int = Field(default=10, ge=1)
+    read_rate_per_s: float = Field(default=5.0, ge=0, description="Read marks per user per second.")
+    read_burst: int = Field(default=30, ge=1)
+    sync_rate_per_s: float = Field(
+        default=0.5, ge=0, description="Catch-ups over MQTT (sync, a device online) per user per second."
+    )
+    sync_burst: int = Field(default=10, ge=1)
+    request_rate_per_s: float = Field(
+        default=20.0, ge=0, description="Authenticated REST requests per user per second."
+    )
+    request_burst: int = Field(default=100, ge=1)
+    address_rate_per_s: float = Field(
+        default=100.0,
+        ge=0,
+        description="REST requests per client address per second (health checks and the broker "
+        "gateway exempt).",
+    )
+    address_burst: int = Field(default=500, ge=1)
 
     @model_validator(mode="after")
     def _database_password_into_url(self) -> Self:
@@ -87,8 +125,12 @@ class CommonSettings(BaseSettings):
             return self.jwt_public_key_file.read_text()
         return None
 
-    def send_limit(self) -> Limit:
-        return Limit(self.send_rate_per_s, self.send_burst)
+    def rate_limits(self) -> dict[Action, Limit]:
+        """Each action's bucket, from ``MESSENGER_{ACTION}_RATE_PER_S`` and ``_BURST``."""
+        return {
+            action: Limit(getattr(self, f"{action.value}_rate_per_s"), getattr(self, f"{action.value}_burst"))
+            for action in Action
+        }
 
     def token_config(self) -> TokenConfig:
         return TokenConfig(

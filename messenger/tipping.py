@@ -6,7 +6,8 @@ A tip goes through three steps, never charged twice however often any of them is
    the policy) and records it ``pending`` in the caller's transaction. A redelivered command
    finds its tip and is answered from it.
 2. :func:`settle` charges it (outside any transaction: the billing service may be slow), with
-   an idempotency key derived from the payer and the client message id.
+   an idempotency key derived from the payer and the client message id; not when the payer's
+   ``charge_declined`` bucket is empty (:mod:`messenger.ratelimit`): then it fails unasked.
 3. In one more transaction it records the outcome: ``succeeded`` stores the message with its
    tip and delivers it; ``failed`` sends the payer ``tip_failed``; an unknown outcome leaves it
    ``pending`` for a later attempt with the same key (:func:`due_tips`, :func:`claim`).
@@ -21,14 +22,15 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from messenger import protocol
+from messenger import protocol, ratelimit
 from messenger.actions import Kind, Outbound, delivery, event
 from messenger.db import unit_of_work
-from messenger.exceptions import Rejected
+from messenger.exceptions import Rejected, StoreUnavailable
 from messenger.models import Message, Tip, utcnow
+from messenger.ratelimit import Action, RateLimiter
 from messenger.repositories import blocks, client_ids, conversations, messages, tips, users
 from messenger.repositories.messages import NewMessage
-from messenger.services.billing import Billing, Charge, ChargeStatus
+from messenger.services.billing import Billing, Charge, ChargeResult, ChargeStatus
 from messenger.settings import ProductSettings
 
 logger = logging.getLogger(__name__)
@@ -81,6 +83,20 @@ class Recorded:
 def idempotency_key(payer: str, client_id: str) -> str:
     """The billing idempotency key of a tip: the client message id, scoped by its payer."""
     return f"tip:{payer}:{client_id}"
+
+
+def admit(limiter: RateLimiter | None, request: TipRequest) -> None:
+    """Take a token of the payer's ``tip`` bucket, and check that their ``charge_declined``
+    bucket has one left; raises ``rate_limited`` otherwise (one limiter round trip).
+
+    The handler does the same for a whole batch of commands (``CommandProcessor.prepare``).
+    """
+    tipped, declines = (Action.TIP, request.payer), (Action.CHARGE_DECLINED, request.payer)
+    grants = ratelimit.acquire(limiter, [tipped], [declines])
+    if (wait := grants.take(tipped)) is not None:
+        raise ratelimit.refusal(Action.TIP, wait)
+    if (wait := grants.look(declines)) is not None:
+        raise ratelimit.refusal(Action.CHARGE_DECLINED, wait)
 
 
 def record_tips(
@@ -208,23 +224,56 @@ def due_tips(sessions: sessionmaker[Session], owner: str, limit: int = 10) -> li
 
 
 def settle(
-    sessions: sessionmaker[Session], billing: Billing, tip_id: int, policy: TipPolicy
+    sessions: sessionmaker[Session],
+    billing: Billing,
+    tip_id: int,
+    policy: TipPolicy,
+    limiter: RateLimiter | None = None,
 ) -> tuple[Tip | None, list[Outbound]]:
     """Charge a claimed pending tip and record the outcome; returns the tip and what to publish.
 
-    Raises StoreUnavailable when the database is down (the tip stays pending: its lease runs
-    out and it is tried again, with the same idempotency key).
+    With a ``limiter``, a payer whose ``charge_declined`` bucket is empty is not charged: the
+    tip fails at once (``tip_failed``: their payment method needs fixing), and billing is not
+    called; each charge billing declines takes a token of that bucket.
+
+    Raises StoreUnavailable when the database is down: the tip stays pending, its lease runs
+    out and it is tried again, with the same idempotency key. The limiter's store (Redis) being
+    down does not stop a settlement: the tip was admitted when it came in.
     """
     with unit_of_work(sessions) as session:
         tip = session.get(Tip, tip_id)
         if tip is None or tip.status != "pending":
             return tip, []
         charge = charge_of(tip)
-    result = billing.charge(charge)
+    declines = (Action.CHARGE_DECLINED, charge.payer)
+    try:
+        wait = ratelimit.acquire(limiter, look=[declines]).look(declines)
+    except StoreUnavailable:  # the tip passed the same check when it came in: settle it anyway
+        logger.warning("tip %d: declined charges not checked: rate limit store unavailable", tip_id)
+        wait = None
+    if wait is None:
+        result = billing.charge(charge)
+    else:  # billing is not asked: money did not move
+        logger.info("tip %d of %s not charged: too many declined charges", tip_id, charge.payer)
+        result = ChargeResult(ChargeStatus.FAILED, f"too many declined charges; retry in {wait:g}s")
+    tip, out, recorded = _record(sessions, tip_id, result, policy)
+    if recorded and wait is None and result.status is ChargeStatus.FAILED:
+        try:
+            ratelimit.acquire(limiter, [declines])
+        except StoreUnavailable:  # the outcome is recorded; this decline just goes uncounted
+            logger.warning("could not count the declined charge of tip %d", tip_id, exc_info=True)
+    return tip, out
+
+
+def _record(
+    sessions: sessionmaker[Session], tip_id: int, result: ChargeResult, policy: TipPolicy
+) -> tuple[Tip | None, list[Outbound], bool]:
+    """Record the outcome of a tip's charge: the tip, what to publish, and whether it was this
+    call that recorded it."""
     with unit_of_work(sessions) as session:
         tip = session.get(Tip, tip_id, with_for_update=True)
         if tip is None or tip.status != "pending":
-            return tip, []  # another settler recorded the same (idempotent) outcome first
+            return tip, [], False  # another settler recorded the same (idempotent) outcome first
         now = utcnow()
         if result.status is ChargeStatus.SUCCEEDED:
             new = NewMessage(
@@ -275,4 +324,4 @@ def settle(
                 tip.attempts,
                 wait,
             )
-        return tip, out
+        return tip, out, True

@@ -146,7 +146,10 @@ ROLES: Mapping[str, Role] = {
         Role(
             "worker",
             ("worker",),
-            _PROCESS | _SERVICES | {"MESSENGER_DATABASE_URL", "MESSENGER_HANDLER_NAME"},
+            # Redis: the payers' charge_declined buckets, shared with the API and the handlers
+            _PROCESS
+            | _SERVICES
+            | {"MESSENGER_DATABASE_URL", "MESSENGER_REDIS_URL", "MESSENGER_HANDLER_NAME"},
             frozenset({"MESSENGER_JWT_SECRET", "MESSENGER_DATABASE_PASSWORD"}),
             internal=_INTERNAL,
         ),

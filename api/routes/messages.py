@@ -12,11 +12,12 @@ from acl.principal import Principal
 from api.deps import ApiDeps, CurrentUser, DbSession, Deps, Outbox
 from api.errors import ApiError
 from api.schemas import MassMessageOut, MessageOut, MessagePage, ReadIn, ReadMark, ReadOut, SendIn, UserId
-from messenger import actions, fanout
+from messenger import actions, fanout, ratelimit
 from messenger.constants import MAX_MESSAGE_ID, MAX_PAYLOAD_BYTES
 from messenger.exceptions import Rejected
 from messenger.models import MassMessage, Message
 from messenger.protocol import ClientMsgId
+from messenger.ratelimit import Action
 from messenger.repositories import mass_messages, messages, users
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
@@ -160,13 +161,12 @@ def _send_to_list(
     client_id = _checked(principal, payload, idempotency_key)
     found = mass_messages.by_client_ids(session, [(principal.user_id, client_id)])
     if not found:  # a retry is answered without asking the list service or the rate limiter again
+        # the token first (as the handler does): over the limit, the list service is not asked
+        ratelimit.spend(deps.limiter, Action.SEND, principal.user_id)
         info = fanout.check_list(deps.external.lists, principal.user_id, principal.role.value, payload.list)
         request = fanout.MassRequest(
             principal.user_id, client_id, payload.list, payload.body, info.member_count
         )
-        _, limited = actions.rate_limit(deps.limiter, [request])
-        if limited:
-            raise limited[0][1]
     else:
         request = fanout.MassRequest(principal.user_id, client_id, payload.list, payload.body)
     users.ensure(session, principal.user_id, principal.role.value)
@@ -174,7 +174,18 @@ def _send_to_list(
     if queued.error is not None:
         raise queued.error
     assert queued.mass_message is not None  # noqa: S101 - a result without an error has its row
-    return queued.mass_message, queued.created, out
+    return queued.mass_message, queued.created, _replay(deps, principal, out) if found else out
+
+
+def _replay(deps: ApiDeps, principal: Principal, out: list[actions.Outbound]) -> list[actions.Outbound]:
+    """What a retry of a stored send publishes: the message and ack again (the first publish may
+    have been lost), within the sender's ``resend`` bucket; beyond it nothing, and the answer
+    is the stored result alone, so that a retry loop cannot make the recipient's devices ring
+    again and again. Never a 429: the retry did get its answer."""
+    wait = ratelimit.acquire(deps.limiter, [(Action.RESEND, principal.user_id)]).take(
+        (Action.RESEND, principal.user_id)
+    )
+    return out if wait is None else []
 
 
 def _send(
@@ -183,8 +194,9 @@ def _send(
     assert payload.to is not None  # noqa: S101 - the caller checked
     client_id = _checked(principal, payload, idempotency_key)
     request = actions.SendRequest(principal.user_id, client_id, payload.to, payload.body)
-    # a retry of a stored message is answered without spending the sender's rate budget
-    if not messages.by_keys(session, [(request.sender, client_id, request.to)]):
+    # a retry of a stored message does not spend the sender's send budget
+    replayed = bool(messages.by_keys(session, [(request.sender, client_id, request.to)]))
+    if not replayed:
         _, limited = actions.rate_limit(deps.limiter, [request])
         if limited:
             raise limited[0][1]
@@ -193,12 +205,17 @@ def _send(
     if result.error is not None:
         raise result.error
     assert result.message is not None  # noqa: S101 - a result without an error has its message
-    return result.message, result.created, out
+    return result.message, result.created, _replay(deps, principal, out) if replayed else out
 
 
-@router.post("/read", response_model=ReadOut)
-def mark_read(principal: CurrentUser, session: DbSession, pending: Outbox, payload: ReadIn) -> ReadOut:
+@router.post(
+    "/read", response_model=ReadOut, responses={429: {"description": "Too many read marks; see retry_after"}}
+)
+def mark_read(
+    principal: CurrentUser, session: DbSession, deps: Deps, pending: Outbox, payload: ReadIn
+) -> ReadOut:
     """Mark messages to the caller read; each sender gets a ``read`` event over MQTT."""
+    ratelimit.spend(deps.limiter, Action.READ, principal.user_id)
     marked, out = actions.mark_read(
         session, principal.user_id, up_to=payload.up_to, ids=payload.ids, peer=payload.peer
     )

@@ -36,6 +36,7 @@ Limit = Annotated[int, Query(ge=1, le=200)]
         403: {"description": "Not from a member to a creator, or the creator blocked the caller"},
         404: {"description": "No such user"},
         409: {"description": "The idempotency key was used for another tip"},
+        429: {"description": "Too many tips, or too many declined charges; see retry_after"},
     },
 )
 def send_tip(
@@ -66,6 +67,8 @@ def send_tip(
     )
     # recorded and committed before the charge, so an interrupted request is settled later
     with unit_of_work(deps.sessions) as session:
+        if not tips.by_client_ids(session, [(request.payer, client_id)]):  # a retry is answered as is
+            tipping.admit(deps.limiter, request)
         users.ensure(session, principal.user_id, principal.role.value)
         (recorded,), _ = tipping.record_tips(session, [request], deps.tip_policy, claimed_by="api")
     if recorded.error is not None:
@@ -74,7 +77,9 @@ def send_tip(
     tip: Tip | None = recorded.tip
     assert tip is not None  # noqa: S101 - a result without an error has its tip
     if recorded.created:
-        settled, out = tipping.settle(deps.sessions, deps.external.billing, tip.id, deps.tip_policy)
+        settled, out = tipping.settle(
+            deps.sessions, deps.external.billing, tip.id, deps.tip_policy, deps.limiter
+        )
         tip = settled or tip
         # settle committed what it returns: publish now, also when the answer below is a 402
         # (an error answer skips the request's outbox)

@@ -35,7 +35,7 @@ from messenger.constants import DEV_SECRET, MAX_PAYLOAD_BYTES
 from messenger.models import Message
 from messenger.mqtt import MqttPublisher, service_client
 from messenger.presence import PresenceStore
-from messenger.ratelimit import Limit, MemoryRateLimiter
+from messenger.ratelimit import Action, Limit, MemoryRateLimiter
 from tests.api.app import ADMIN_KEY, LOGIN_URL, MakeClient, client_maker
 from tests.api.testclient import TestClient
 from tests.conftest import MQTT_HOST, MQTT_PORT, token
@@ -410,7 +410,7 @@ def test_a_blocked_sender_is_answered_as_usual_but_nothing_is_delivered(
 
 
 def test_rate_limit(make_client: MakeClient, sessions: Sessions, make_user: MakeUser) -> None:
-    client = make_client(limiter=MemoryRateLimiter(Limit(rate=0.01, burst=2)))
+    client = make_client(limiter=MemoryRateLimiter({Action.SEND: Limit(rate=0.01, burst=2)}))
     alice, bob, dave = make_user("alice"), make_user("bob"), make_user("dave")
     send(client, alice, bob, "1")
     send(client, alice, bob, "2")

@@ -42,7 +42,7 @@ from messenger.constants import DEV_SECRET
 from messenger.metrics import Metrics
 from messenger.mqtt import MqttPublisher, Publisher
 from messenger.presence import MemoryPresenceStore, PresenceStore
-from messenger.ratelimit import Limit, MemoryRateLimiter
+from messenger.ratelimit import Action, Limit, MemoryRateLimiter
 from tests.conftest import token
 
 ADMIN_KEY = "fuzz-admin-key-0123456789"
@@ -116,7 +116,7 @@ def target(
         _verifier(),
         publisher,
         login_url=LOGIN_URL,
-        limiter=MemoryRateLimiter(Limit(rate=0, burst=1)),  # rate 0: not limited
+        limiter=MemoryRateLimiter({Action.SEND: Limit(rate=0, burst=1)}),  # rate 0: not limited
         metrics=Metrics(),
         admin_key=ADMIN_KEY,
     )

@@ -17,7 +17,7 @@ from messenger.constants import MAX_PAYLOAD_BYTES
 from messenger.db import create_db_engine, session_factory, unit_of_work
 from messenger.exceptions import StoreUnavailable
 from messenger.models import Message
-from messenger.ratelimit import Limit, MemoryRateLimiter
+from messenger.ratelimit import Action, Limit, MemoryRateLimiter
 from messenger.repositories import blocks, messages
 
 MakeUser = Callable[..., str]
@@ -610,7 +610,7 @@ def test_database_outage_raises_and_nothing_is_lost(
 
 def test_sends_over_the_rate_limit_get_rate_limited_errors(sessions: Sessions, make_user: MakeUser) -> None:
     alice, bob, carol = make_user("alice"), make_user("bob"), make_user("carol")
-    limited = CommandProcessor(sessions, limiter=MemoryRateLimiter(Limit(rate=0.01, burst=2)))
+    limited = CommandProcessor(sessions, limiter=MemoryRateLimiter({Action.SEND: Limit(rate=0.01, burst=2)}))
     events = run(limited, *(msg(alice, bob, f"a-{n}") for n in range(4)), msg(carol, bob, "c-0"))
 
     alice_events = to(events, events_of(alice))
@@ -629,7 +629,7 @@ def test_a_retried_batch_takes_its_rate_limit_tokens_once(
     dead_sessions: Sessions, sessions: Sessions, make_user: MakeUser
 ) -> None:
     alice, bob = make_user("alice"), make_user("bob")
-    limiter = MemoryRateLimiter(Limit(rate=0.01, burst=2))
+    limiter = MemoryRateLimiter({Action.SEND: Limit(rate=0.01, burst=2)})
     down = CommandProcessor(dead_sessions, limiter=limiter)
     work = down.prepare([msg(alice, bob, "a-0"), msg(alice, bob, "a-1")])
     for _ in range(3):  # the consumer retries the same Work while the database is down

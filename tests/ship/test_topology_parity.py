@@ -416,8 +416,8 @@ COMPOSE_DRIFT: dict[str, tuple[Mutation, str]] = {
         "bridge (bridge): MESSENGER_NODE_ID is missing",
     ),
     "variable added": (
-        _set("worker-1.environment.MESSENGER_REDIS_URL", "redis://redis:6379/0"),
-        "worker-1 (worker): environment: has MESSENGER_REDIS_URL",
+        _set("worker-1.environment.MESSENGER_BACKGROUND_WORK", "true"),
+        "worker-1 (worker): environment: has MESSENGER_BACKGROUND_WORK",
     ),
     "secret removed": (
         _drop_secret("api", "messenger_gateway_secret"),
@@ -464,8 +464,8 @@ def test_compose_drift_is_caught(drift: str, compose: dict[str, Any], docs_text:
 DOCS_DRIFT: dict[str, tuple[str, str, str]] = {
     # (text in docs/production.md, its replacement, the problem expected)
     "variable untick": (
-        "| `MESSENGER_REDIS_URL` | | | ✓ | ✓ | ✓ | |",
-        "| `MESSENGER_REDIS_URL` | | | ✓ | ✓ | | |",
+        "| `MESSENGER_REDIS_URL` | | | ✓ | ✓ | ✓ | ✓ |",
+        "| `MESSENGER_REDIS_URL` | | | ✓ | ✓ | | ✓ |",
         "docs: bridge: the variable table does not tick MESSENGER_REDIS_URL",
     ),
     "secret tick": (
