@@ -7,7 +7,9 @@ then acks the inbound messages, while the worker goes on with the next batch.
 
 A handler that dies before its ack leaves the message with a broker that redelivers (a
 persistent session on Mosquitto), and the processor's idempotency turns the redelivery into the
-same result. The embedded amqtt broker lives in the same process, so there it dies too.
+same result. The embedded amqtt broker lives in the same process, so there it dies too. A dead
+handler that is not started again has its session emptied by another (``leave=True``, driven
+by :mod:`handler.takeover`).
 """
 
 from __future__ import annotations
@@ -59,9 +61,14 @@ class HandlerConsumer(ServiceSubscriber):
         metrics: Metrics | None = None,
         session_expiry_s: int | None = None,
         receive_maximum: int | None = None,
+        leave: bool = False,
     ) -> None:
         super().__init__(
-            client, subscriptions, session_expiry_s=session_expiry_s, receive_maximum=receive_maximum
+            client,
+            subscriptions,
+            session_expiry_s=session_expiry_s,
+            receive_maximum=receive_maximum,
+            leave=leave,
         )
         self._processor = processor
         self._metrics = metrics
@@ -76,21 +83,36 @@ class HandlerConsumer(ServiceSubscriber):
         self._add_thread(self._run, "handler-worker")
         self._add_thread(self._run_acker, "handler-acker")
         self.processed = 0
-        if metrics is not None:
+        # commands received and not yet settled (acked, or given up and left to the broker)
+        self._count_lock = threading.Lock()
+        self._unsettled = 0
+        self.given_up = 0
+        self._last_received = time.monotonic()
+        if metrics is not None and not leave:  # the gauges describe the handler's own session
             metrics.handler_queue.set_function(lambda: float(self._queue.qsize()))
             metrics.handler_unconfirmed.set_function(lambda: float(self._outstanding))
 
-    def stop(self, join_timeout: float = 30.0) -> None:
+    def stop(self, join_timeout: float = 30.0, *, end_session: bool = False) -> bool:
         """Leave the subscriptions first, so that the other handlers of a shared group take the
-        stream and the queue drains; then finish and ack what is in hand, and disconnect."""
+        stream and the queue drains; then finish and ack what is in hand, and disconnect.
+
+        ``end_session``: and end the session if every command received was acked (none left
+        unacked for redelivery); returns whether it was ended."""
         if self.unsubscribe():
             logger.info("handler unsubscribed; finishing the %d commands in hand", self._queue.qsize())
-        super().stop(join_timeout)
+        return super().stop(join_timeout, end_session=end_session)
+
+    def _may_end_session(self) -> bool:
+        with self._count_lock:
+            return self._unsettled == 0 and self.given_up == 0
 
     # paho's network thread: keep it short
 
     def _on_message(self, _client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         item = Inbound(msg.topic, bytes(msg.payload), bool(msg.retain))
+        with self._count_lock:
+            self._unsettled += 1
+            self._last_received = time.monotonic()
         self._queue.put(_Received(item, msg.mid, msg.qos, self.connection))
         if self._metrics is not None:
             self._metrics.commands_received.inc()
@@ -109,6 +131,7 @@ class HandlerConsumer(ServiceSubscriber):
                 # never let one batch end the worker; unacked, the broker may redeliver it
                 self._count_error("batch")
                 logger.exception("handler failed on a batch of %d; leaving it unacked", len(batch))
+                self._settle(len(batch), given_up=True)
 
     def _next_batch(self) -> list[_Received]:
         try:
@@ -134,7 +157,9 @@ class HandlerConsumer(ServiceSubscriber):
         started = time.perf_counter()
         outputs = self._process_until_stored([r.item for r in batch])
         if outputs is None:
-            return  # stopping with the database down: leave the batch unacked for redelivery
+            # stopping with the database down: leave the batch unacked for redelivery
+            self._settle(len(batch), given_up=True)
+            return
         if self._metrics is not None:
             self._metrics.handler_batch_size.observe(len(batch))
             self._metrics.handler_batch_seconds.observe(time.perf_counter() - started)
@@ -149,6 +174,7 @@ class HandlerConsumer(ServiceSubscriber):
                 "paho refused %d publishes (its queue is full); the batch stays unacked", len(refused)
             )
             self._release(len(outputs))
+            self._settle(len(batch), given_up=True)
             return
         # The acker waits for the broker to take the publishes, then acks; meanwhile this
         # thread goes on with the next batch (bounded by MAX_OUTSTANDING publishes).
@@ -200,15 +226,29 @@ class HandlerConsumer(ServiceSubscriber):
                 # redelivers the commands and the idempotent processor publishes them again
                 self._count_error("publish_unconfirmed")
                 logger.warning("publishes of a batch of %d not confirmed; leaving it unacked", len(batch))
+                self._settle(len(batch), given_up=True)
                 continue
             for received in batch:
                 # after a reconnect the broker redelivers what was not acked, under new ids;
                 # an old id could ack an unrelated message, so it is dropped instead
                 if received.qos > 0 and received.connection == self.connection:
                     self._client.ack(received.mid, received.qos)
+            self._settle(len(batch))
             self.processed += len(batch)
             if self._metrics is not None:
                 self._metrics.commands_acked.inc(len(batch))
+
+    def _settle(self, count: int, *, given_up: bool = False) -> None:
+        with self._count_lock:
+            self._unsettled -= count
+            if given_up:
+                self.given_up += count
+
+    def settled(self, idle_s: float) -> bool:
+        """Every command received is acked or given up, and none came for ``idle_s`` seconds:
+        for a session being emptied (``leave=True``), what the broker held has all come."""
+        with self._count_lock:
+            return self._unsettled == 0 and time.monotonic() - self._last_received >= idle_s
 
     def _count_error(self, kind: str) -> None:
         if self._metrics is not None:

@@ -29,6 +29,7 @@ from sqlalchemy import Engine
 from acl.tokens import TokenVerifier
 from acl.topics import SHARED_INBOUND_FILTER
 from broker.server import bind_port
+from handler.takeover import HandlerRegistry
 from launch import roles
 from launch.health import Check, HealthServer, flag_check
 from launch.http_server import server_config
@@ -150,11 +151,15 @@ def run_handler(settings: HandlerSettings) -> int:
     redis_url = require_redis(settings.redis_url, "handler")
     stop = stop_on_signals()
     metrics = Metrics()
-    limiter = create_rate_limiter(redis_url, settings.send_limit())
+    limiter = create_rate_limiter(redis_url, settings.rate_limits())
     with _store(settings, metrics) as (engine, store):
         name = settings.handler_client_name()
-        work = roles.background(settings, store, token, name) if settings.background_work else None
+        work = None
+        if settings.background_work:
+            work = roles.background(settings, store, token, name, limiter=limiter)
         consumer = roles.handler(settings, store, token, limiter=limiter, work=work, shared=True)
+        registry = HandlerRegistry.from_url(redis_url)
+        takeover = roles.takeover(settings, store, token, registry=registry, limiter=limiter, work=work)
         database = database_problem(engine)
         checks = {
             "database": problem_check(database),
@@ -173,15 +178,24 @@ def run_handler(settings: HandlerSettings) -> int:
                 SHARED_INBOUND_FILTER,
             )
             consumer.start(settings.mqtt_host, settings.mqtt_port, wait_s=None)
+            if takeover is not None:
+                takeover.start()
             if work is not None:
                 work.start(settings.mqtt_host, settings.mqtt_port)
             try:
                 stop.wait()
             finally:
                 logger.info("handler %s stopping after %d commands", name, consumer.processed)
-                consumer.stop()
+                if takeover is not None:
+                    takeover.stop_taking_over()
+                # with every command in hand handled, its session is of no more use: ended
+                # here, nobody has to take it over (a restart under the name starts afresh)
+                ended = consumer.stop(end_session=takeover is not None)
+                if takeover is not None:
+                    takeover.stop(leave=ended)
                 if work is not None:
                     work.stop()
+                registry.close()
                 limiter.close()
     return 0
 

@@ -23,6 +23,7 @@ from bridge.bridge import PresenceBridge
 from handler.background import Background
 from handler.consumer import HandlerConsumer
 from handler.processor import CommandProcessor
+from handler.takeover import HandlerRegistry, Takeover
 from messenger.admission import ConnectGate
 from messenger.metrics import Metrics
 from messenger.mqtt import MqttPublisher, service_client
@@ -63,6 +64,7 @@ def handler(
     limiter: RateLimiter,
     work: Background | None,
     shared: bool,
+    empty_session_of: str | None = None,
 ) -> HandlerConsumer:
     """The command consumer. ``work`` is woken when a command queues a fan-out or a tip.
 
@@ -70,16 +72,19 @@ def handler(
     restart, and let the broker hand over as many unacked commands as MQTT allows (they wait
     here, acked only after the commit, instead of in Mosquitto's bounded queue). Otherwise a
     persistent MQTT 3.1.1 session on the plain filters (the embedded broker).
+
+    ``empty_session_of``: instead, a consumer that resumes the session of the dead handler of
+    that name to handle what it holds, and leaves its subscriptions (:mod:`handler.takeover`).
     """
-    name = settings.handler_client_name()
     client = service_client(
         user=settings.service_user,
         token=token,
-        name=name,
+        name=empty_session_of or settings.handler_client_name(),
         clean_session=False,
         manual_ack=True,
         max_inflight=settings.max_inflight,
         protocol=MQTTProtocolVersion.MQTTv5 if shared else MQTTProtocolVersion.MQTTv311,
+        reconnect=empty_session_of is None,
     )
     processor = CommandProcessor(
         store.sessions,
@@ -101,6 +106,35 @@ def handler(
         metrics=store.metrics,
         session_expiry_s=(settings.session_expiry_s or None) if shared else None,
         receive_maximum=RECEIVE_MAXIMUM if shared else None,
+        leave=empty_session_of is not None,
+    )
+
+
+def takeover(
+    settings: HandlerSettings,
+    store: Store,
+    token: str,
+    *,
+    registry: HandlerRegistry,
+    limiter: RateLimiter,
+    work: Background | None,
+) -> Takeover | None:
+    """The handler's heartbeat and the emptying of dead handlers' sessions (Mosquitto's shared
+    subscriptions); None when turned off, or when handler sessions do not outlive a connection."""
+    if not settings.handler_dead_after_s or not settings.session_expiry_s:
+        return None
+
+    def drain(name: str) -> HandlerConsumer:
+        return handler(settings, store, token, limiter=limiter, work=work, shared=True, empty_session_of=name)
+
+    return Takeover(
+        registry,
+        settings.handler_client_name(),
+        drain,
+        host=settings.mqtt_host,
+        port=settings.mqtt_port,
+        dead_after_s=settings.handler_dead_after_s,
+        metrics=store.metrics,
     )
 
 

@@ -94,6 +94,13 @@ class Metrics:
             "Publishes handed to the broker and not yet confirmed; their commands are not acked yet.",
             registry=r,
         )
+        self.handler_takeovers = Counter(
+            "messenger_handler_takeovers",
+            "Sessions of dead handlers this handler resumed and emptied, by outcome: ended (every "
+            "command handled, the session closed) or abandoned (left for a later try).",
+            ["outcome"],
+            registry=r,
+        )
         self.presence_applied = Counter(
             "messenger_presence_changes_applied",
             "Presence changes the bridge wrote to the presence store.",

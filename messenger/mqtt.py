@@ -31,11 +31,13 @@ def service_client(
     manual_ack: bool = False,
     max_inflight: int = 1000,
     protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
+    reconnect: bool = True,
 ) -> mqtt.Client:
     """A paho client logged in as the service account, with client id ``{user}/{name}``.
 
     Many QoS 1 messages may be in flight at once, and nothing is dropped while the broker is
-    away: paho queues publishes until it reconnects.
+    away: paho queues publishes until it reconnects. ``reconnect=False``: once the connection
+    is lost it stays lost (a client that borrowed another's session must not take it back).
     """
     client_id = f"{user}/{name}" if name else f"{user}/{uuid.uuid4().hex[:12]}"
     client = mqtt.Client(
@@ -44,6 +46,7 @@ def service_client(
         clean_session=clean_session if protocol != MQTTProtocolVersion.MQTTv5 else None,
         protocol=protocol,
         manual_ack=manual_ack,
+        reconnect_on_failure=reconnect,
     )
     client.username_pw_set(user, token)
     client.max_inflight_messages_set(max_inflight)
@@ -72,6 +75,11 @@ class ServiceSubscriber:
     broker keeps the subscriptions and queues QoS 1 messages while the client is away, and
     redelivers those it never acked. ``receive_maximum`` bounds the unacked messages the broker
     sends at once.
+
+    ``leave=True`` resumes a session to empty it: on connect it unsubscribes from
+    ``subscriptions`` instead of subscribing, so the broker sends what the session holds and
+    nothing new; it is ready once the broker confirmed. ``stop(end_session=True)`` then ends the
+    session (MQTT 5: Session Expiry Interval 0 on DISCONNECT).
     """
 
     role = "service client"
@@ -83,9 +91,13 @@ class ServiceSubscriber:
         *,
         session_expiry_s: int | None = None,
         receive_maximum: int | None = None,
+        leave: bool = False,
     ) -> None:
         self._client = client
         self._subscriptions = list(subscriptions)
+        self._leave = leave
+        #: set when the connection is lost while not stopping
+        self.lost = threading.Event()
         self._session_expiry_s = session_expiry_s
         self._receive_maximum = receive_maximum
         #: Counts successful connections: a message id is only valid on the connection it came on.
@@ -142,15 +154,33 @@ class ServiceSubscriber:
             self.stop()
             raise TimeoutError(f"{self.role} could not subscribe on {host}:{port} within {wait_s}s")
 
-    def stop(self, join_timeout: float = 30.0) -> None:
+    def stop(self, join_timeout: float = 30.0, *, end_session: bool = False) -> bool:
+        """Let the workers finish, then disconnect. ``end_session``: and end the session (MQTT 5)
+        if :meth:`_may_end_session` agrees once they finished; returns whether it was ended."""
         self._stopping.set()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout=join_timeout)
-        self._client.disconnect()
+        ended = (
+            end_session
+            and self._client.protocol == MQTTProtocolVersion.MQTTv5
+            and self._client.is_connected()
+            and self._may_end_session()
+        )
+        if ended:
+            properties = Properties(PacketTypes.DISCONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = 0
+            self._client.disconnect(properties=properties)
+        else:
+            self._client.disconnect()
         self._client.loop_stop()
         # paho closes the socket pair of loop_start() only when collected; close it now
         self._client.reinitialise()
+        return ended
+
+    def _may_end_session(self) -> bool:
+        """Whether nothing the session holds is still needed (a subclass that acks knows)."""
+        return True
 
     def _on_connect(
         self,
@@ -168,6 +198,10 @@ class ServiceSubscriber:
         if not self._subscriptions:  # a publisher: connected is ready
             logger.info("%s connected", self.role)
             self._subscribed.set()
+            return
+        if self._leave:
+            client.unsubscribe(self._subscriptions)
+            logger.info("%s connected; leaving %s", self.role, ", ".join(self._subscriptions))
             return
         client.subscribe([(topic, 1) for topic in self._subscriptions])
         logger.info("%s connected; subscribing to %s", self.role, ", ".join(self._subscriptions))
@@ -188,6 +222,8 @@ class ServiceSubscriber:
 
     def _on_unsubscribe(self, *_args: object) -> None:
         self._unsubscribed.set()
+        if self._leave:
+            self._subscribed.set()  # ready: what it holds comes, nothing new
 
     def _on_subscribe(
         self,
@@ -213,7 +249,11 @@ class ServiceSubscriber:
         _props: object = None,
     ) -> None:
         if not self._stopping.is_set():
-            logger.warning("%s lost the broker (%s); reconnecting", self.role, reason)
+            self.lost.set()
+            if self._leave:  # its client does not reconnect (service_client(reconnect=False))
+                logger.info("%s disconnected (%s)", self.role, reason)
+            else:
+                logger.warning("%s lost the broker (%s); reconnecting", self.role, reason)
 
     def _on_message(self, client: mqtt.Client, _userdata: object, msg: mqtt.MQTTMessage) -> None:
         raise NotImplementedError

@@ -273,12 +273,23 @@ class HandlerSettings(ServiceClientSettings, ProductSettings):
         ge=0,
         description="How long Mosquitto keeps a stopped handler's session and queued commands (MQTT 5).",
     )
+    handler_dead_after_s: float = Field(
+        default=5.0,
+        description="A handler that has not beaten in Redis for this long is dead, and a live one "
+        "empties its session (0: off; at least 2). See docs/production.md#a-handler-that-dies.",
+    )
 
     background_work: bool = Field(
         default=True,
         description="Also run mass-message fan-out and tip settlement in this handler; false where "
         "`messenger worker` processes do it, so that 1:1 commands never share a process with a fan-out.",
     )
+
+    @model_validator(mode="after")
+    def _dead_after(self) -> Self:
+        if self.handler_dead_after_s != 0 and self.handler_dead_after_s < 2:
+            raise ValueError("MESSENGER_HANDLER_DEAD_AFTER_S must be 0 (off) or at least 2 seconds")
+        return self
 
     def handler_client_name(self, kind: str = "handler") -> str:
         return self.handler_name or f"{kind}-{self.node_id}"
