@@ -41,7 +41,7 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 )
 def send_tip(
     principal: CurrentUser,
-    _session: DbSession,
+    request_session: DbSession,
     deps: Deps,
     payload: TipIn,
     response: Response,
@@ -65,6 +65,11 @@ def send_tip(
     request = tipping.TipRequest(
         principal.user_id, client_id, payload.to, payload.body, payload.amount, payload.currency
     )
+    # The request's session has done its part (the token's revocation check): end its
+    # transaction, so that this request never holds a connection while it waits for another
+    # (under load, requests each holding one and waiting for a second emptied the pool until
+    # its timeout) nor while billing answers.
+    request_session.commit()
     # recorded and committed before the charge, so an interrupted request is settled later
     with unit_of_work(deps.sessions) as session:
         if not tips.by_client_ids(session, [(request.payer, client_id)]):  # a retry is answered as is

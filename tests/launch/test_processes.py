@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -329,18 +330,21 @@ def test_the_gateway_answers_while_public_requests_hold_every_worker(start: obje
             MESSENGER_SERVICES_RETRIES="0",
             MESSENGER_SEND_RATE_PER_S="0",
         )
-        assert messenger("users", "add", "stall-creator", "--role", "creator", env=env).returncode == 0
+        # ids of this run only: the rate-limit buckets (declined charges...) live in the shared Redis
+        run = uuid.uuid4().hex[:8]
+        creator = f"stall-creator-{run}"
+        assert messenger("users", "add", creator, "--role", "creator", env=env).returncode == 0
         start("api", env)  # type: ignore[operator]
         public, private = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{internal}"
         wait_status(f"{public}/healthz", 200)
-        tippers = [f"stall-{n}" for n in range(TIPPERS)]
+        tippers = [f"stall-{run}-{n}" for n in range(TIPPERS)]
         pool = ThreadPoolExecutor(max_workers=TIPPERS)
         try:
             tips = [
                 pool.submit(
                     httpx.post,
                     f"{public}/v1/tips",
-                    json={"to": "stall-creator", "amount": 100, "currency": "USD"},
+                    json={"to": creator, "amount": 100, "currency": "USD"},
                     headers={"Authorization": f"Bearer {issue_token(DEV_SECRET, user)}"},
                     timeout=90,
                 )
