@@ -4,17 +4,38 @@
 process packages (``api/ handler/ bridge/ broker/``) use the core (``messenger/``) and the topic
 rules (``acl/``) but not each other; the core uses only ``acl/``. Every import counts, also one
 inside a function or under ``TYPE_CHECKING``: a lazy import is still an arrow.
+
+The Python client library (``clients/python/messenger_client``, its own distribution) stands
+apart: it imports nothing of the server, nor any third-party package it does not declare, and
+nothing of the server imports it.
 """
 
 from __future__ import annotations
 
 import ast
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 ROOT = Path(__file__).resolve().parent.parent
-PROJECT = {"acl", "messenger", "api", "handler", "bridge", "broker", "launch", "scripts", "bench", "tests"}
+PROJECT = {
+    "acl",
+    "messenger",
+    "api",
+    "handler",
+    "bridge",
+    "broker",
+    "launch",
+    "scripts",
+    "bench",
+    "tests",
+    "messenger_client",
+}
+#: Packages that do not sit at the root of the repository.
+LOCATION = {"messenger_client": ROOT / "clients" / "python" / "messenger_client"}
 
 #: What each package may import from the project (itself included).
 ALLOWED: dict[str, set[str]] = {
@@ -25,18 +46,24 @@ ALLOWED: dict[str, set[str]] = {
     "bridge": {"bridge", "messenger", "acl"},
     "broker": {"broker", "messenger", "acl"},
     "launch": {"launch", "api", "handler", "bridge", "broker", "messenger", "acl"},
+    "messenger_client": {"messenger_client"},
 }
 
 
-def imported_packages(source: str) -> set[str]:
-    """The project packages ``source`` imports (top-level names of absolute imports)."""
+def top_level_imports(source: str) -> set[str]:
+    """Top-level names of the absolute imports of ``source``."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(alias.name.split(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             found.add(node.module.split(".")[0])
-    return found & PROJECT
+    return found
+
+
+def imported_packages(source: str) -> set[str]:
+    """The project packages ``source`` imports."""
+    return top_level_imports(source) & PROJECT
 
 
 def violations(package: str, files: dict[str, str]) -> list[str]:
@@ -51,7 +78,7 @@ def violations(package: str, files: dict[str, str]) -> list[str]:
 def sources(package: str) -> dict[str, str]:
     return {
         str(path.relative_to(ROOT)): path.read_text()
-        for path in sorted((ROOT / package).rglob("*.py"))
+        for path in sorted(LOCATION.get(package, ROOT / package).rglob("*.py"))
         if "__pycache__" not in path.parts
     }
 
@@ -76,6 +103,8 @@ def test_package_imports_only_what_sits_below_it(package: str) -> None:
         ("messenger", "import launch.cli as cli\n", "launch"),
         ("handler", "from bridge.bridge import PresenceBridge\n", "bridge"),
         ("api", "from launch.roles import Store\n", "launch"),
+        ("messenger_client", "from messenger.protocol import encode\n", "messenger"),
+        ("api", "import messenger_client\n", "messenger_client"),
     ],
 )
 def test_an_upward_or_sideways_import_is_caught(package: str, source: str, target: str) -> None:
@@ -88,5 +117,26 @@ def test_relative_and_third_party_imports_are_not_arrows() -> None:
 
 
 def test_every_project_package_has_rules() -> None:
-    on_disk = {p.parent.name for p in ROOT.glob("*/__init__.py")} & PROJECT
-    assert on_disk - {"scripts", "bench", "tests"} == set(ALLOWED)
+    at_root = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    clients = {p.parent.name for p in ROOT.glob("clients/*/*/__init__.py")}  # clients/python/messenger_client
+    assert clients <= PROJECT, f"a client library without rules: {clients - PROJECT}"
+    assert (at_root | clients) & (PROJECT - {"scripts", "bench", "tests"}) == set(ALLOWED)
+
+
+def third_party_imports(source: str) -> set[str]:
+    """What ``source`` imports that is neither the standard library nor the project."""
+    return top_level_imports(source) - set(sys.stdlib_module_names) - PROJECT - {"__future__"}
+
+
+def test_the_client_library_needs_only_its_declared_dependencies() -> None:
+    """A client installs without the server's dependencies: it imports none of them."""
+    pyproject = tomllib.loads((ROOT / "clients" / "python" / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = {Requirement(text).name.replace("-", "_") for text in pyproject["project"]["dependencies"]}
+    imported = set().union(*map(third_party_imports, sources("messenger_client").values()))
+    assert imported <= declared, (
+        f"imported but not declared in clients/python/pyproject.toml: {imported - declared}"
+    )
+    assert third_party_imports("import sqlalchemy\nfrom pydantic import BaseModel\nimport json\n") == {
+        "sqlalchemy",
+        "pydantic",
+    }
