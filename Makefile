@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check lint typecheck bench clean plugin plugin-limits topology ship-check lock chaos fuzz
+.PHONY: serve test check lint typecheck bench clean plugin plugin-limits topology ship-check lock chaos fuzz web web-test
 
 # -qq: errors only (no per-package notices); the project's own warnings are fixed, not hidden
 PIP_INSTALL := $(BIN)/pip install --quiet --quiet --disable-pip-version-check
@@ -19,9 +19,10 @@ $(VENV)/.product: pyproject.toml | $(BIN)/activate
 	$(PIP_INSTALL) -e .
 	touch $@
 
-# The product and the dev extras (test, lint, type-check, benchmark tools); implies .product.
-$(VENV)/.installed: pyproject.toml | $(BIN)/activate
-	$(PIP_INSTALL) -e '.[dev]'
+# The product and the dev extras (test, lint, type-check, benchmark tools), and the Python client
+# library (its own distribution, clients/python: tests/client runs it against both stacks); implies .product.
+$(VENV)/.installed: pyproject.toml clients/python/pyproject.toml | $(BIN)/activate
+	$(PIP_INSTALL) -e '.[dev]' -e clients/python
 	touch $@ $(VENV)/.product
 
 serve: $(VENV)/.product
@@ -64,7 +65,8 @@ fuzz: $(VENV)/.fuzz
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check messenger acl broker handler bridge api launch scripts bench tests/launch tests/ship tests/chaos tests/test_architecture.py
+	$(BIN)/ruff format --check messenger acl broker handler bridge api launch scripts bench tests/launch tests/ship tests/chaos tests/test_architecture.py \
+		clients/python tests/client examples
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
@@ -92,3 +94,17 @@ lock:
 	var/uv-venv/bin/pip install --quiet --quiet --disable-pip-version-check 'uv>=0.9,<1'
 	var/uv-venv/bin/uv pip compile pyproject.toml --universal --python-version 3.11 \
 		--generate-hashes --quiet -o requirements/runtime.lock
+
+# The browser side (web/, npm workspaces; Node.js >= 20.19): install exactly what web/package-lock.json
+# pins (from npm's cache when it has it), then build the client library to web/lib/dist, or type-check
+# and unit-test it (Vitest, in-memory fakes: no broker needed).
+NPM_CI := npm ci --prefix web --no-audit --no-fund --prefer-offline --loglevel=error
+
+web:
+	$(NPM_CI)
+	npm run --prefix web --silent build
+
+web-test:
+	$(NPM_CI)
+	npm run --prefix web --silent typecheck
+	npm run --prefix web --silent test
