@@ -16,7 +16,23 @@
 #     -e MESSENGER_JWT_SECRET="$(openssl rand -hex 32)" -v messenger-data:/var/lib/messenger/var IMAGE
 #
 # tests/ship/test_packaging.py runs the builder stage's COPY and RUN lines without Docker and then
-# what this image runs, so keep every build step in those instructions.
+# what this image runs, so keep every build step in those instructions. The web stage builds the
+# chat app (make web-test covers that build; the packaging test stands a stub in for its dist/).
+
+# The chat app (web/app): built here with Node.js, only its static files (dist/) reach the image.
+# The lockfile pins every package; the library is compiled from its sources by Vite.
+FROM node:20.20.2-bookworm-slim AS web
+ENV NPM_CONFIG_UPDATE_NOTIFIER=false \
+    NPM_CONFIG_FUND=false \
+    NPM_CONFIG_AUDIT=false
+WORKDIR /web
+COPY web/package.json web/package-lock.json ./
+COPY web/lib/package.json lib/package.json
+COPY web/app/package.json app/package.json
+RUN npm ci --loglevel=error
+COPY web/lib/ lib/
+COPY web/app/ app/
+RUN npm run build --workspace app
 
 FROM python:3.11.17-slim-bookworm AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -52,10 +68,13 @@ RUN groupadd --system --gid 10001 messenger \
         --shell /usr/sbin/nologin messenger \
     && install -d -o messenger -g messenger -m 0750 /var/lib/messenger/var
 COPY --from=builder /opt/messenger /opt/messenger
+# the chat app the API serves at / (MESSENGER_WEB_DIR)
+COPY --from=web /web/app/dist /opt/messenger-web
 ENV PATH="/opt/messenger/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    MESSENGER_BIND_HOST=0.0.0.0
+    MESSENGER_BIND_HOST=0.0.0.0 \
+    MESSENGER_WEB_DIR=/opt/messenger-web
 # serve's default database is var/messenger.db relative to here
 WORKDIR /var/lib/messenger
 USER 10001:10001

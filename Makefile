@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: serve test check lint typecheck bench clean plugin plugin-limits topology ship-check lock chaos fuzz web web-test
+.PHONY: web-app-if-node serve test check lint typecheck bench clean plugin plugin-limits topology ship-check lock chaos fuzz web web-test
 
 # -qq: errors only (no per-package notices); the project's own warnings are fixed, not hidden
 PIP_INSTALL := $(BIN)/pip install --quiet --quiet --disable-pip-version-check
@@ -25,7 +25,9 @@ $(VENV)/.installed: pyproject.toml clients/python/pyproject.toml | $(BIN)/activa
 	$(PIP_INSTALL) -e '.[dev]' -e clients/python
 	touch $@ $(VENV)/.product
 
-serve: $(VENV)/.product
+# Builds the chat app first when Node.js >= 20.19 is there (and only when its sources changed);
+# without Node.js, or when the build fails, the API serves a page at / saying how to build it.
+serve: $(VENV)/.product web-app-if-node
 	$(BIN)/messenger serve
 
 test: $(VENV)/.installed plugin
@@ -96,8 +98,8 @@ lock:
 		--generate-hashes --quiet -o requirements/runtime.lock
 
 # The browser side (web/, npm workspaces; Node.js >= 20.19): install exactly what web/package-lock.json
-# pins (from npm's cache when it has it), then build the client library to web/lib/dist, or type-check
-# and unit-test it (Vitest, in-memory fakes: no broker needed).
+# pins (from npm's cache when it has it), then build the client library to web/lib/dist and the chat
+# app to web/app/dist, or type-check, unit-test (Vitest, in-memory fakes: no broker needed) and build both.
 NPM_CI := npm ci --prefix web --no-audit --no-fund --prefer-offline --loglevel=error
 
 web:
@@ -108,3 +110,19 @@ web-test:
 	$(NPM_CI)
 	npm run --prefix web --silent typecheck
 	npm run --prefix web --silent test
+	npm run --prefix web --silent build >/dev/null
+
+# The chat app's build (web/app/dist, what the API serves at /), redone when a source changed.
+WEB_SOURCES := $(wildcard web/package.json web/package-lock.json web/*/package.json web/app/index.html \
+	web/app/vite.config.ts web/app/src/* web/app/public/* web/lib/src/*)
+NODE_OK := node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)'
+
+web/app/dist/index.html: $(WEB_SOURCES)
+	$(MAKE) -s web
+
+web-app-if-node:
+	@if command -v npm >/dev/null 2>&1 && $(NODE_OK) 2>/dev/null; then \
+		$(MAKE) -s web/app/dist/index.html || echo "make serve: the chat app did not build; serving the API without it" >&2; \
+	else \
+		echo "make serve: Node.js >= 20.19 with npm not found: serving the API only (http://127.0.0.1:8080/ says how to build the app)" >&2; \
+	fi

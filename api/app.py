@@ -21,6 +21,7 @@ from api.routes import (
     ops,
     presence,
     tips,
+    webapp,
 )
 from api.schemas import ErrorOut
 from messenger import __version__
@@ -75,11 +76,13 @@ def create_app(deps: ApiDeps, *, internal_routes: bool = True) -> FastAPI:
         me,
         admin,
         ops,
+        webapp,
     ):
         app.include_router(module.router)
     if internal_routes:
         app.include_router(ops.metrics_router)
         app.include_router(gateway.router)
+    app.include_router(webapp.pages)  # last: the chat app at / (never under the API's prefixes)
     app.add_middleware(BodyLimit)
     app.add_middleware(AddressLimit, shield=deps.requests)  # outside BodyLimit: before the body is read
     app.add_middleware(RequestMetrics, metrics=deps.metrics)

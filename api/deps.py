@@ -5,7 +5,8 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Final
 
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -28,8 +29,25 @@ from messenger.repositories import revocations
 from messenger.services import Services, create_services
 from messenger.services.billing import LedgerBilling
 from messenger.services.lists import EmbeddedLists
-from messenger.settings import ApiSettings
+from messenger.settings import ApiSettings, BrokerSettings
 from messenger.tipping import TipPolicy
+
+#: The chat app's build in a source checkout (``make web``): web/app/dist next to this package.
+DEFAULT_WEB_DIR: Final = Path(__file__).resolve().parent.parent / "web" / "app" / "dist"
+
+
+@dataclass(frozen=True, slots=True)
+class WebApp:
+    """What the chat app's routes need (MESSENGER_WEB_DIR, MESSENGER_PUBLIC_WS_URL, the dev secret)."""
+
+    web_dir: Path | None = DEFAULT_WEB_DIR
+    #: The broker's WebSocket URL for browsers; None: ``mqtt_ws_port`` on the page's host, if any.
+    mqtt_url: str | None = None
+    mqtt_ws_port: int | None = None
+    #: Set only in development with the published secret: POST /v1/dev/token signs with it.
+    dev_secret: str | None = None
+    audience: str | None = None
+    issuer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +71,8 @@ class ApiDeps:
     public_url: str | None = None
     #: The per-user and per-address request buckets on ``limiter``; built when not given.
     shield: RequestShield | None = None
+    #: The chat app: where its build is, its broker URL, development tokens (api/routes/webapp.py).
+    app: WebApp = field(default_factory=WebApp)
 
     def __post_init__(self) -> None:
         if self.shield is None:
@@ -108,7 +128,22 @@ def build_deps(
         services=services or create_services(settings, sessions),
         tip_policy=TipPolicy.of(settings),
         public_url=settings.public_url,
+        app=WebApp(
+            web_dir=settings.web_dir or DEFAULT_WEB_DIR,
+            mqtt_url=settings.public_ws_url,
+            mqtt_ws_port=_serve_ws_port(settings),
+            dev_secret=settings.hs256_secret() if settings.issues_dev_tokens() else None,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        ),
     )
+
+
+def _serve_ws_port(settings: ApiSettings) -> int | None:
+    """`messenger serve`'s WebSocket port (its settings are also the embedded broker's)."""
+    if isinstance(settings, BrokerSettings) and settings.ws_port > 0:
+        return settings.ws_port
+    return None
 
 
 def get_deps(request: Request) -> ApiDeps:

@@ -324,6 +324,17 @@ class ApiSettings(ServiceClientSettings, ProductSettings):
         "next= is the path and query only.",
     )
     history_max_limit: int = Field(default=200, ge=1)
+    public_ws_url: str | None = Field(
+        default=None,
+        description="The broker's MQTT-over-WebSocket URL the chat app connects to (wss://host/mqtt), "
+        "served by GET /v1/config. Unset: `messenger serve`'s own WebSocket port on the host the page "
+        "was loaded from; elsewhere none (the app says so).",
+    )
+    web_dir: Path | None = Field(
+        default=None,
+        description="The built chat app (index.html and assets/) served at /. Unset: web/app/dist of "
+        "the source checkout; when it is missing, / answers a page saying how to build it.",
+    )
     http_header_timeout_s: float = Field(
         default=10.0,
         gt=0,
@@ -378,7 +389,26 @@ class ApiSettings(ServiceClientSettings, ProductSettings):
                     "MESSENGER_PUBLIC_URL must be an http(s) URL with a host and at most a path, "
                     f"e.g. https://chat.example.com/api (got {self.public_url!r})"
                 )
+        if self.public_ws_url is not None:
+            parts = urlsplit(self.public_ws_url)
+            if (
+                not self.public_ws_url.isprintable()
+                or any(c in self.public_ws_url for c in " \\")
+                or not _has_valid_port(parts)
+                or parts.scheme not in ("ws", "wss")
+                or not parts.hostname
+                or parts.username is not None
+                or parts.fragment
+            ):
+                raise ValueError(
+                    "MESSENGER_PUBLIC_WS_URL must be a ws(s) URL with a host, e.g. "
+                    f"wss://chat.example.com/mqtt (got {self.public_ws_url!r})"
+                )
         return self
+
+    def issues_dev_tokens(self) -> bool:
+        """Development only, with the published secret: the sign-in page may mint tokens."""
+        return self.environment == "development" and self.hs256_secret() == constants.DEV_SECRET
 
     @model_validator(mode="after")
     def _keys_long_enough(self) -> Self:

@@ -110,7 +110,13 @@ ROLES: Mapping[str, Role] = {
             ("api",),
             _PROCESS
             | _SERVICES
-            | {"MESSENGER_API_PORT", "MESSENGER_PUBLIC_URL", "MESSENGER_DATABASE_URL", "MESSENGER_REDIS_URL"},
+            | {
+                "MESSENGER_API_PORT",
+                "MESSENGER_PUBLIC_URL",
+                "MESSENGER_PUBLIC_WS_URL",
+                "MESSENGER_DATABASE_URL",
+                "MESSENGER_REDIS_URL",
+            },
             frozenset({"MESSENGER_JWT_SECRET", "MESSENGER_GATEWAY_SECRET", "MESSENGER_DATABASE_PASSWORD"}),
             public=(Port(8080, "REST API", "MESSENGER_API_PORT"),),
             internal=_INTERNAL,
@@ -166,6 +172,7 @@ TOPOLOGY_UNSET = frozenset(
         "MESSENGER_LISTS_URL",
         "MESSENGER_BILLING_URL",
         "MESSENGER_PUBLIC_URL",
+        "MESSENGER_PUBLIC_WS_URL",
     }
 )
 

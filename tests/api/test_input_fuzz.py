@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from acl.principal import Role
 from acl.tokens import TokenConfig, TokenVerifier
 from api.app import create_app
-from api.deps import ApiDeps
+from api.deps import ApiDeps, WebApp
 from messenger.actions import Outbound
 from messenger.constants import DEV_SECRET
 from messenger.mqtt import Publisher
@@ -87,7 +87,9 @@ class Discard:
 
 @pytest.fixture
 def client(sessions: Sessions) -> Iterator[TestClient]:
-    with client_maker(sessions=sessions, publisher=Discard(), gateway_secret=GATEWAY_SECRET) as make:
+    # development tokens on, so that POST /v1/dev/token is fuzzed past its 404
+    dev = WebApp(dev_secret=DEV_SECRET)
+    with client_maker(sessions=sessions, publisher=Discard(), gateway_secret=GATEWAY_SECRET, app=dev) as make:
         yield make()
 
 
@@ -161,6 +163,7 @@ VALID: dict[tuple[str, str], dict[str, Any]] = {
     },
     ("POST", "/v1/admin/balances/{user}"): {"amount": 100, "currency": "USD"},
     ("POST", "/v1/admin/revocations"): {"user": Ref("{user}"), "reason": "fuzz"},
+    ("POST", "/v1/dev/token"): {"user_id": Ref("{member}"), "role": "member"},
     ("POST", "/v1/lists"): {"name": "fans"},
     ("POST", "/v1/lists/{list_id}/members"): {"members": [Ref("{member}")]},
     ("POST", "/v1/messages"): {"to": Ref("{creator}"), "body": "hi"},

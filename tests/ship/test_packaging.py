@@ -40,6 +40,9 @@ DOCKERFILE = ROOT / "Dockerfile"
 LOCK = ROOT / "requirements" / "runtime.lock"
 #: the venv the builder fills and the runtime stage copies (and nothing else)
 VENV = "/opt/messenger"
+#: the chat app's build in the web stage, and where the runtime stage puts it
+WEB_DIST = "/web/app/dist"
+WEB_DIR = "/opt/messenger-web"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 #: the import packages the wheel carries
 PACKAGES = tuple(p.rstrip("*") for p in PYPROJECT["tool"]["setuptools"]["packages"]["find"]["include"])
@@ -111,8 +114,14 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Image:
     # the runtime stage: its COPY lines (the venv) and WORKDIR; its RUN lines only add the user
     runtime_stage = stage(DOCKERFILE)
     runtime = Rootfs(tmp / "runtime")
-    run_stage(runtime_stage, context, runtime, env={}, skip=lambda _: True, stages={"builder": builder})
-    env = {k: runtime.translate(v, [VENV]) for k, v in runtime_stage.env(_machine_env()).items()}
+    # the web stage (npm ci, vite build) is make web-test's: a stub stands in for its dist/
+    web = Rootfs(tmp / "web")
+    web.host(WEB_DIST).mkdir(parents=True)
+    web.host(WEB_DIST + "/index.html").write_text("<!doctype html><title>stub</title>", encoding="utf-8")
+    run_stage(
+        runtime_stage, context, runtime, env={}, skip=lambda _: True, stages={"builder": builder, "web": web}
+    )
+    env = {k: runtime.translate(v, [VENV, WEB_DIR]) for k, v in runtime_stage.env(_machine_env()).items()}
     # the image listens on all interfaces; tests here stay on loopback
     env["MESSENGER_BIND_HOST"] = "127.0.0.1"
     return Image(
@@ -133,7 +142,11 @@ def test_the_runtime_stage_gets_only_the_venv_and_runs_as_a_user() -> None:
     assert runtime.base == builder.base
     assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-[a-z]+", runtime.base), "pin an exact Python release"
     copies = [c.flags() for c in runtime.all("COPY")]
-    assert copies == [({"from": "builder"}, [VENV, VENV])]
+    assert copies == [({"from": "builder"}, [VENV, VENV]), ({"from": "web"}, [WEB_DIST, WEB_DIR])]
+    assert runtime.env({})["MESSENGER_WEB_DIR"] == WEB_DIR
+    web = stage(DOCKERFILE, "web")
+    assert re.fullmatch(r"node:\d+\.\d+\.\d+-[a-z]+-slim", web.base), "pin an exact Node.js release"
+    assert any("npm ci" in r.args for r in web.all("RUN")), "install exactly what the lockfile pins"
     assert not any(word in r.args for r in runtime.all("RUN") for word in ("pip", "apt", "gcc", "make"))
     user = runtime.one("USER").args
     assert user.split(":")[0].isdigit() and int(user.split(":")[0]) > 0
@@ -326,6 +339,8 @@ def test_api_answers_health_and_the_healthcheck_and_stops_on_sigterm(
         assert time.monotonic() < deadline, "messenger api: no 200 from /healthz within 60 s"
         time.sleep(0.2)
     assert _healthz(internal) == 200
+    # the chat app from the web stage (here its stub) at /, as MESSENGER_WEB_DIR points to it
+    assert "<title>stub</title>" in httpx.get(f"http://127.0.0.1:{public}/", timeout=5).text
 
     # the image's HEALTHCHECK, with the role's environment (the internal port when set)
     probe = image.messenger("probe", env=env)

@@ -1,0 +1,57 @@
+/**
+ * The app's one render helper: `h('button', { onclick: send, 'aria-label': 'Send' }, 'Send')`.
+ *
+ * Children that are strings become text nodes, and attributes are set with `setAttribute`: no
+ * markup is ever parsed from data, so a message body like `<img src=x onerror=...>` stays text.
+ * (There is deliberately no `innerHTML` anywhere in the app.)
+ */
+
+export type Child = Node | string | number | null | undefined | false;
+export type AttrValue = string | number | boolean | null | undefined;
+export type Attrs = Record<string, AttrValue | ((event: never) => void)>;
+
+export function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attrs: Attrs = {},
+  ...children: (Child | Child[])[]
+): HTMLElementTagNameMap[K] {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (typeof value === 'function') {
+      el.addEventListener(name.replace(/^on/, ''), value as EventListener);
+    } else if (name === 'value' && (el instanceof HTMLInputElement || el instanceof HTMLTextAreaElement)) {
+      el.value = String(value ?? '');
+    } else if (value === true) {
+      el.setAttribute(name, '');
+    } else if (value !== false && value !== null && value !== undefined) {
+      el.setAttribute(name, String(value));
+    }
+  }
+  append(el, children);
+  return el;
+}
+
+/** Appends children (text as text nodes); skips null, undefined and false. */
+export function append(parent: Node, children: (Child | Child[])[]): void {
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    parent.appendChild(typeof child === 'string' || typeof child === 'number' ? document.createTextNode(String(child)) : child);
+  }
+}
+
+/** Replaces all of `parent`'s children. */
+export function replace(parent: Node, ...children: (Child | Child[])[]): void {
+  while (parent.firstChild) parent.removeChild(parent.firstChild);
+  append(parent, children);
+}
+
+/** An http(s) URL as given, or null: only those become links (never `javascript:`). */
+export function safeHref(url: string | null | undefined, base?: string): string | null {
+  if (!url) return null;
+  try {
+    const parsed = new URL(url, base);
+    return parsed.protocol === 'https:' || parsed.protocol === 'http:' ? parsed.href : null;
+  } catch {
+    return null;
+  }
+}
