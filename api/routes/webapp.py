@@ -58,9 +58,11 @@ class AppPath(Convertor[str]):
 register_url_convertor("app_path", AppPath())
 
 #: The app's page: its own scripts and styles only (no inline script, so text that slipped into
-#: markup could not run), fetch and WebSocket to any origin (the broker is on another port).
+#: markup could not run), fetch and WebSocket to any origin (the broker is on another port), and
+#: workers from blob: URLs (mqtt.js runs its keep-alive timer in one, so that a background tab's
+#: throttled timers do not drop the connection; Chromium refused it under script-src alone).
 APP_CSP: Final = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'self'; script-src 'self'; worker-src 'self' blob:; style-src 'self'; img-src 'self' data:; "
     "connect-src 'self' http: https: ws: wss:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 
