@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from sqlalchemy import Select
+from sqlalchemy import Select, Update
 from sqlalchemy.orm import Session
 
 from messenger.repositories import json_rows
 
 Query = TypeVar("Query", bound="Select[*tuple[Any, ...]]")
+UpdateT = TypeVar("UpdateT", bound=Update)
 
 PRIMARY = "PRIMARY"
 
@@ -43,3 +44,10 @@ def force(query: Query, entity: Any, index: str) -> Query:
     hints for SQLite; its plans for these are checked by the plan tests)."""
     hint = f"FORCE INDEX ({index})"
     return query.with_hint(entity, hint, "mysql").with_hint(entity, hint, "mariadb")
+
+
+def force_update(statement: UpdateT, index: str) -> UpdateT:
+    """A single-table UPDATE through ``index`` on MariaDB: its rows are found the way the
+    matching :func:`force`-d SELECT found them, not by a plan stale statistics may pick."""
+    hint = f"FORCE INDEX ({index})"
+    return statement.with_hint(hint, dialect_name="mysql").with_hint(hint, dialect_name="mariadb")

@@ -275,7 +275,8 @@ def mark_read(
         tops[sender] = max(tops.get(sender, 0), message_id)
         counts[sender] += 1
     if tops:
-        session.execute(update(Message).where(*conditions).values(read_at=at or utcnow()))
+        marking = update(Message).where(*conditions).values(read_at=at or utcnow())
+        session.execute(indexes.force_update(marking, index))
         conversations.read(session, reader, counts)
     return tops
 
