@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: web-app-if-node serve test check lint typecheck bench clean plugin plugin-limits topology ship-check lock chaos fuzz web web-test
+.PHONY: web-app-if-node serve test check lint typecheck bench clean plugin plugin-limits topology ship-check lock chaos fuzz web web-test e2e e2e-full e2e-screenshots
 
 # -qq: errors only (no per-package notices); the project's own warnings are fixed, not hidden
 PIP_INSTALL := $(BIN)/pip install --quiet --quiet --disable-pip-version-check
@@ -67,7 +67,7 @@ fuzz: $(VENV)/.fuzz
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check messenger acl broker handler bridge api launch scripts bench tests/launch tests/ship tests/chaos tests/test_architecture.py \
+	$(BIN)/ruff format --check messenger acl broker handler bridge api launch scripts bench tests/launch tests/ship tests/chaos tests/browser tests/test_architecture.py \
 		clients/python tests/client examples
 
 typecheck: $(VENV)/.installed
@@ -111,6 +111,24 @@ web-test:
 	npm run --prefix web --silent typecheck
 	npm run --prefix web --silent test
 	npm run --prefix web --silent build >/dev/null
+
+# The chat app end to end in Debian's Chromium (Playwright; web/e2e): every scenario against
+# `messenger serve` and against the Mosquitto topology (.ci/run runs this). CHROMIUM_PATH picks
+# another Chromium; nothing downloads a browser. ARGS go to Playwright: ARGS='--project serve -g block'.
+# On a failure: screenshots of every page, a trace and the stack's logs under var/e2e/results.
+E2E := npx --prefix web/e2e playwright test -c web/e2e/playwright.config.ts
+
+e2e: $(VENV)/.installed plugin web
+	$(E2E) $(ARGS)
+
+# ... and on a phone-sized screen too
+e2e-full: $(VENV)/.installed plugin web
+	MESSENGER_E2E_FULL=1 $(E2E) $(ARGS)
+
+# The screenshots in docs/screenshots (and the README), taken by the scenarios on `messenger serve`
+e2e-screenshots: $(VENV)/.installed plugin web
+	MESSENGER_E2E_SCREENSHOTS=$(CURDIR)/docs/screenshots $(E2E) --project serve \
+		-g 'live conversation|tip with no balance|list message' $(ARGS)
 
 # The chat app's build (web/app/dist, what the API serves at /), redone when a source changed.
 WEB_SOURCES := $(wildcard web/package.json web/package-lock.json web/*/package.json web/app/index.html \

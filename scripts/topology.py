@@ -172,7 +172,6 @@ TOPOLOGY_UNSET = frozenset(
         "MESSENGER_LISTS_URL",
         "MESSENGER_BILLING_URL",
         "MESSENGER_PUBLIC_URL",
-        "MESSENGER_PUBLIC_WS_URL",
     }
 )
 
@@ -294,6 +293,8 @@ class Topology:
             "MESSENGER_API_PORT": str(self.api_port),
             "MESSENGER_GATEWAY_SECRET": self.gateway_secret,
             "MESSENGER_GATEWAY_URL": self.gateway_url,
+            # the chat app at the API's / reaches Mosquitto's WebSocket listener here
+            "MESSENGER_PUBLIC_WS_URL": f"ws://127.0.0.1:{self.ws_port}",
         }
         if ROLES[role].internal is not None:
             values["MESSENGER_INTERNAL_PORT"] = str(self.internal_port(name))

@@ -77,6 +77,8 @@ export class ChatApp {
   #listsPanel = h('section', { class: 'lists', 'aria-label': 'Messages to lists' });
   #main = h('div', { class: 'main' });
   #lists: MemberList[] = [];
+  #blocked = new Set<string>();
+  #blocksLoaded = false;
   #mass = new Map<number, MassMessage>();
   #massTimers = new Map<number, ReturnType<typeof setTimeout>>();
 
@@ -223,6 +225,8 @@ export class ChatApp {
     const client = this.#env.makeClient ? this.#env.makeClient(options) : new MessengerClient(options);
     this.#client = client;
     this.#state = new ChatState();
+    this.#blocked = new Set();
+    this.#blocksLoaded = false;
     this.#wire(client);
     this.#renderShell();
     try {
@@ -300,9 +304,9 @@ export class ChatApp {
       client.on('authError', () => void this.signOut(true, SESSION_ENDED)),
       client.on('message', (m) => {
         const peer = m.from === this.#me ? m.to : m.from;
-        const c = this.#state.get(peer);
+        const c = this.#conversation(peer);
         const added = c.addStored([m], this.#me);
-        if (added.length && m.from !== this.#me && m.read_at === null) {
+        if (added.length && c.isNewUnread(m, this.#me)) {
           if (this.#isOpen(peer)) this.#markRead();
           else c.unread += 1;
         }
@@ -312,18 +316,18 @@ export class ChatApp {
       }),
       client.on('outgoing', (o) => this.#outgoing(o)),
       client.on('read', (r) => {
-        const c = this.#state.get(r.by);
+        const c = this.#conversation(r.by);
         c.seenUpTo = Math.max(c.seenUpTo, r.up_to);
         this.#render();
       }),
       client.on('typing', (t) => {
-        this.#state.get(t.from).typingUntil = Date.now() + TYPING_SHOWN_MS;
+        this.#conversation(t.from).typingUntil = Date.now() + TYPING_SHOWN_MS;
         this.#render();
         if (this.#typingTimer !== null) clearTimeout(this.#typingTimer);
         this.#typingTimer = setTimeout(() => this.#render(), TYPING_SHOWN_MS + 50);
       }),
       client.on('presence', (p) => {
-        this.#state.get(p.user).online = p.online;
+        this.#conversation(p.user).online = p.online;
         this.#render();
       }),
       client.on('catchUp', () => this.#renderStatus()),
@@ -332,7 +336,7 @@ export class ChatApp {
 
   #outgoing(o: OutgoingMessage): void {
     if (o.to !== null) {
-      this.#state.get(o.to).addOutgoing(o);
+      this.#conversation(o.to).addOutgoing(o);
       this.#render();
     } else if (o.massMessage !== null) {
       void this.#watchMass(o.massMessage);
@@ -350,19 +354,41 @@ export class ChatApp {
   async #loadConversations(): Promise<void> {
     const client = this.#client;
     if (!client) return;
-    const page = await client.api.conversations({ limit: 50 });
+    const [page] = await Promise.all([client.api.conversations({ limit: 50 }), this.#loadBlocks(client)]);
     for (const item of page.conversations) {
-      const c = this.#state.get(item.peer);
+      const c = this.#conversation(item.peer);
       c.addStored([item.last_message], this.#me);
-      c.unread = item.unread;
+      c.setUnread(item.unread, item.last_message.id);
+      c.blocked = this.#blocked.has(item.peer);
       this.#ensureWatched(item.peer);
     }
     const peers = page.conversations.map((c) => c.peer).slice(0, 100);
     if (peers.length) {
       const presence = await client.api.queryPresence(peers).catch(() => []);
-      for (const p of presence) this.#state.get(p.user).online = p.online || client.isOnline(p.user);
+      for (const p of presence) this.#conversation(p.user).online = p.online || client.isOnline(p.user);
     }
     this.#render();
+  }
+
+  /** The conversation with `peer` (new ones learn whether the peer is blocked). */
+  #conversation(peer: string): Conversation {
+    const c = this.#state.get(peer);
+    if (c.blocked === null && this.#blocksLoaded) c.blocked = this.#blocked.has(peer);
+    return c;
+  }
+
+  /** Whom this user blocked (one list, kept up to date by Block/Unblock here). */
+  async #loadBlocks(client: MessengerClient): Promise<void> {
+    const blocked = new Set<string>();
+    let after: string | undefined;
+    do {
+      const page = await client.api.blocks({ limit: 500, ...(after !== undefined ? { after } : {}) });
+      for (const b of page.blocks) blocked.add(b.user);
+      after = page.next_after ?? undefined;
+    } while (after !== undefined);
+    this.#blocked = blocked;
+    this.#blocksLoaded = true;
+    for (const c of this.#state.conversations.values()) c.blocked = blocked.has(c.peer);
   }
 
   async #openHistory(c: Conversation): Promise<void> {
@@ -370,10 +396,9 @@ export class ChatApp {
     if (!client || c.historyLoaded) return;
     c.historyLoaded = true;
     try {
-      const [page, block] = await Promise.all([client.api.history(c.peer, { limit: PAGE }), client.api.getBlock(c.peer)]);
+      const page = await client.api.history(c.peer, { limit: PAGE });
       c.addStored(page.messages, this.#me);
       c.nextBefore = page.next_before;
-      c.blocked = block !== null;
       this.#render(true);
       this.#markRead();
     } catch (error) {
@@ -384,7 +409,7 @@ export class ChatApp {
 
   async #loadOlder(): Promise<void> {
     const client = this.#client;
-    const c = this.#peer ? this.#state.get(this.#peer) : null;
+    const c = this.#peer ? this.#conversation(this.#peer) : null;
     if (!client || !c || c.nextBefore === null || this.#loadingOlder) return;
     this.#loadingOlder = true;
     const fromBottom = this.#log.scrollHeight - this.#log.scrollTop;
@@ -403,7 +428,7 @@ export class ChatApp {
     const client = this.#client;
     if (!client || this.#peer === null || this.#view !== 'chat') return;
     if (this.#env.window.document.visibilityState === 'hidden') return;
-    const c = this.#state.get(this.#peer);
+    const c = this.#conversation(this.#peer);
     const upTo = c.newestFromPeer();
     if (upTo === null || c.unread === 0) {
       c.unread = 0;
@@ -428,6 +453,8 @@ export class ChatApp {
       if (c.blocked) await client.api.unblock(c.peer);
       else await client.api.block(c.peer);
       c.blocked = !c.blocked;
+      if (c.blocked) this.#blocked.add(c.peer);
+      else this.#blocked.delete(c.peer);
     } catch (error) {
       this.#typing.textContent = `Could not change the block: ${error instanceof Error ? error.message : String(error)}`;
     }
@@ -443,7 +470,7 @@ export class ChatApp {
     if (push && this.#env.window.location.pathname !== pathOfPeer(peer)) {
       this.#env.window.history.pushState(null, '', pathOfPeer(peer));
     }
-    const c = this.#state.get(peer);
+    const c = this.#conversation(peer);
     this.#ensureWatched(peer);
     this.#composer.check();
     this.#render(true);
@@ -561,8 +588,8 @@ export class ChatApp {
           h('span', { class: `dot ${c.online ? 'online' : 'offline'}`, 'aria-hidden': 'true' }),
           h('span', { class: 'peer' }, c.peer),
           h('span', { class: 'visually-hidden' }, c.online ? ', online' : ', offline'),
-          c.unread > 0 ? h('span', { class: 'badge' }, String(c.unread), h('span', { class: 'visually-hidden' }, ' unread')) : null,
-          h('span', { class: 'preview' }, c.lastText.slice(0, 80)),
+          c.unread > 0 && !c.blocked ? h('span', { class: 'badge' }, String(c.unread), h('span', { class: 'visually-hidden' }, ' unread')) : null,
+          h('span', { class: 'preview' }, c.blocked ? 'Blocked' : c.lastText.slice(0, 80)),
         ),
       ),
     );
@@ -579,7 +606,7 @@ export class ChatApp {
       replace(this.#conv, h('p', { class: 'placeholder' }, 'Choose a conversation, or start one with a user id.'));
       return;
     }
-    const c = this.#state.get(this.#peer);
+    const c = this.#conversation(this.#peer);
     const atBottom = this.#stickToBottom || this.#log.scrollHeight - this.#log.scrollTop - this.#log.clientHeight < 60;
     this.#stickToBottom = false;
     this.#conv.setAttribute('aria-label', `Conversation with ${c.peer}`);
@@ -598,7 +625,7 @@ export class ChatApp {
         : c.historyLoaded
           ? h('li', { class: 'older note' }, 'Beginning of the conversation')
           : null;
-    replace(this.#log, older, c.lines.map((line) => messageLine(line, c.peer, line.key === seen, actions)));
+    replace(this.#log, older, c.visibleLines().map((line) => messageLine(line, c.peer, line.key === seen, actions)));
     this.#typing.textContent = c.isTyping(Date.now()) ? `${c.peer} is typing…` : '';
     const header = h(
       'header',
@@ -610,7 +637,7 @@ export class ChatApp {
         ? h('button', { type: 'button', onclick: () => void this.#toggleBlock(c) }, c.blocked ? 'Unblock' : 'Block')
         : null,
     );
-    const blockedNote = c.blocked ? h('p', { class: 'note' }, `You blocked ${c.peer}: their messages are not delivered to you.`) : null;
+    const blockedNote = c.blocked ? h('p', { class: 'note' }, `You blocked ${c.peer}: their messages are hidden, and new ones are not delivered to you.`) : null;
     if (this.#tipBox?.peer !== c.peer) this.#tipBox = { peer: c.peer, element: this.#tipForm(c) };
     replace(this.#conv, header, blockedNote, this.#log, this.#typing, this.#tipBox.element, this.#composer.element);
     if (atBottom) this.#log.scrollTop = this.#log.scrollHeight;

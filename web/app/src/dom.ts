@@ -39,10 +39,29 @@ export function append(parent: Node, children: (Child | Child[])[]): void {
   }
 }
 
-/** Replaces all of `parent`'s children. */
+/**
+ * Makes `children` the children of `parent`, in order. A node that is already a child stays where
+ * it is as long as the order allows: the composer is never taken out of the page by a render, so
+ * it keeps the focus (and a phone its keyboard) while messages come in, and the log its scroll.
+ */
 export function replace(parent: Node, ...children: (Child | Child[])[]): void {
-  while (parent.firstChild) parent.removeChild(parent.firstChild);
-  append(parent, children);
+  const wanted: Node[] = [];
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    wanted.push(typeof child === 'string' || typeof child === 'number' ? document.createTextNode(String(child)) : child);
+  }
+  const keep = new Set(wanted);
+  let index = 0;
+  for (const node of wanted) {
+    let current: ChildNode | null = parent.childNodes[index] ?? null;
+    while (current !== null && current !== node && !keep.has(current)) {
+      parent.removeChild(current);
+      current = parent.childNodes[index] ?? null;
+    }
+    if (current !== node) parent.insertBefore(node, current);
+    index++;
+  }
+  while (parent.childNodes.length > wanted.length) parent.removeChild(parent.lastChild as ChildNode);
 }
 
 /** An http(s) URL as given, or null: only those become links (never `javascript:`). */

@@ -29,6 +29,11 @@ export class Conversation {
   /** Oldest first. Stored lines in id order, then the ones not stored yet in the order sent. */
   lines: Line[] = [];
   unread = 0;
+  /**
+   * The newest id `unread` accounts for: the server's count (the conversation list) covers every
+   * message up to its last one, so a caught-up message at or below it is not counted again.
+   */
+  countedThrough = 0;
   /** The peer has read this user's messages up to this id. */
   seenUpTo = 0;
   /** Paging back: the `before` of the next older page; null when there is none. */
@@ -77,6 +82,27 @@ export class Conversation {
     }
     this.#sort();
     return added;
+  }
+
+  /** The server's unread count, as of its newest message `lastId` (the conversation list). */
+  setUnread(count: number, lastId: number): void {
+    this.unread = count;
+    this.countedThrough = Math.max(this.countedThrough, lastId);
+  }
+
+  /**
+   * Whether a message just received (live or caught up) is a new unread one: from the peer, not
+   * read, and newer than what the unread count already holds (each id counts once).
+   */
+  isNewUnread(m: Message, me: string): boolean {
+    const fresh = m.from !== me && m.read_at === null && m.id > this.countedThrough;
+    this.countedThrough = Math.max(this.countedThrough, m.id);
+    return fresh;
+  }
+
+  /** The lines shown: a blocked peer's messages are hidden (they come back on unblocking). */
+  visibleLines(): Line[] {
+    return this.blocked ? this.lines.filter((l) => l.mine) : this.lines;
   }
 
   /** A message this device sent changed state (pending, accepted, sent, failed). */
@@ -148,6 +174,8 @@ const CODES: Record<string, string> = {
 /** An error code and detail in words for the user. */
 export function describeError(code: string, detail: string, retryAfter: number | null = null): string {
   const head = CODES[code] ?? 'Not sent';
+  // a declined charge's reason is billing's code (insufficient_funds): in words
+  if (code === 'tip_failed') detail = detail.replaceAll('_', ' ');
   const wait = retryAfter !== null ? ` (retrying in ${Math.ceil(retryAfter)} s)` : '';
   return detail ? `${head}: ${detail}${wait}` : `${head}${wait}`;
 }

@@ -34,7 +34,7 @@ function api(request: SeenRequest): Response {
   if (path === '/v1/conversations') return json(200, { conversations: [], next_before: null });
   if (path === '/v1/presence/query') return json(200, { presence: [] });
   if (path === '/v1/messages') return json(200, { messages: [], next_before: null, next_after: null });
-  if (path.startsWith('/v1/blocks/')) return json(404, { code: 'not_blocked', detail: 'not blocked' });
+  if (path === '/v1/blocks') return json(200, { blocks: [], next_after: null });
   if (path === '/v1/messages/read') return json(200, { read: [] });
   if (path === '/v1/dev/token') {
     const body = request.body as { user_id: string; role: string };

@@ -2,7 +2,7 @@ import { describe, expect, it, vi } from 'vitest';
 
 import { makeToken } from '../../lib/test/fakes.js';
 import { parseConfig } from '../src/config.js';
-import { h, safeHref } from '../src/dom.js';
+import { h, replace, safeHref } from '../src/dom.js';
 import { bodyProblem } from '../src/limits.js';
 import { checkToken, peerOfPath, takeDeepLinkToken } from '../src/session.js';
 import { Conversation, parseAmount, type Line } from '../src/state.js';
@@ -154,6 +154,32 @@ describe('the composer', () => {
   });
 });
 
+describe('replace', () => {
+  it('puts the children in order, leaving the ones already there in place (the composer keeps the focus)', () => {
+    const parent = h('section');
+    document.body.append(parent);
+    const log = h('ol');
+    const box = h('textarea');
+    replace(parent, h('header', {}, 'one'), log, box);
+    box.focus();
+    const removed: Node[] = [];
+    new MutationObserver((records) => records.forEach((r) => removed.push(...r.removedNodes))).observe(parent, { childList: true });
+    replace(parent, h('header', {}, 'two'), h('p', {}, 'note'), log, box);
+    expect([...parent.children].map((e) => e.tagName)).toEqual(['HEADER', 'P', 'OL', 'TEXTAREA']);
+    expect(parent.firstElementChild?.textContent).toBe('two');
+    expect(document.activeElement).toBe(box);
+    replace(parent, 'text', box);
+    expect(parent.textContent).toBe('text');
+    expect([...parent.childNodes].at(-1)).toBe(box);
+    replace(parent, box, log); // a new order moves what it must
+    expect([...parent.childNodes]).toEqual([box, log]);
+    return Promise.resolve().then(() => {
+      expect(removed).not.toContain(box);
+      parent.remove();
+    });
+  });
+});
+
 describe('a conversation', () => {
   const msg = (id: number, from: string, extra: Record<string, unknown> = {}) => ({
     id,
@@ -179,6 +205,31 @@ describe('a conversation', () => {
     expect(c.newestFromPeer()).toBe(5);
     c.seenUpTo = 6;
     expect(c.seenKey()).toBe('id:3');
+  });
+
+  it('counts a caught-up message as unread only when the server count does not hold it yet', () => {
+    const c = new Conversation('bob');
+    // the conversation list: 2 unread, the newest is 11 (so 10 and 11 are in the count)
+    c.setUnread(2, 11);
+    expect(c.isNewUnread(msg(10, 'bob'), 'me')).toBe(false); // the catch-up brings them again
+    expect(c.isNewUnread(msg(11, 'bob'), 'me')).toBe(false);
+    expect(c.isNewUnread(msg(12, 'bob'), 'me')).toBe(true);
+    expect(c.isNewUnread(msg(12, 'bob'), 'me')).toBe(false); // each id once
+    expect(c.isNewUnread(msg(13, 'me'), 'me')).toBe(false);
+    expect(c.isNewUnread(msg(14, 'bob', { read_at: '2026-11-23T10:01:00Z' }), 'me')).toBe(false);
+    // the list loaded after the catch-up: its count wins
+    c.setUnread(5, 14);
+    expect(c.unread).toBe(5);
+    expect(c.isNewUnread(msg(14, 'bob'), 'me')).toBe(false);
+  });
+
+  it("hides a blocked peer's messages and shows them again on unblocking", () => {
+    const c = new Conversation('bob');
+    c.addStored([msg(1, 'bob'), msg(2, 'me'), msg(3, 'bob')], 'me');
+    c.blocked = true;
+    expect(c.visibleLines().map((l) => l.id)).toEqual([2]);
+    c.blocked = false;
+    expect(c.visibleLines().map((l) => l.id)).toEqual([1, 2, 3]);
   });
 
   it('reads tip amounts', () => {

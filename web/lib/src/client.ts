@@ -147,6 +147,8 @@ export class MessengerClient {
   #catchUp = new CatchUp();
   #user: string | null = null;
   #started = false;
+  /** While the first connection is being made: what {@link connect} returned. */
+  #firstOnline: Promise<void> | null = null;
   #savedId: number | null = null;
   #status: ConnectionStatus = { state: 'stopped', attempt: 0, reason: 'stop' };
   #syncTimer: ReturnType<typeof setTimeout> | null = null;
@@ -227,11 +229,15 @@ export class MessengerClient {
   }
 
   /**
-   * Gets a token, loads the watermark and starts connecting; resolves once that has begun (listen
-   * to `status` for `online`). Rejects if `getToken` fails or returns no valid token.
+   * Gets a token, loads the watermark and connects; resolves once the broker has accepted the
+   * connection and it is ready (subscribed, caught up, presence said, the outbox flushed): the
+   * user is then known to the server. Until then a lost or refused connection is retried with
+   * backoff (`status` events say so, `waiting` with the next try). Rejects, and stops, if
+   * `getToken` fails or the broker refuses the token (`authError` is emitted too), or when
+   * {@link close} is called first. Calling it again while connected resolves at once.
    */
   async connect(): Promise<void> {
-    if (this.#started) return;
+    if (this.#started) return this.#firstOnline ?? undefined;
     this.#started = true;
     try {
       await this.#tokens.fresh();
@@ -245,7 +251,27 @@ export class MessengerClient {
       this.#savedId = await this.#store.load(user);
       this.#catchUp = new CatchUp(this.#savedId);
     }
+    const online = new Promise<void>((resolve, reject) => {
+      const offs = [
+        this.#events.on('status', (status) => {
+          if (status.state === 'online') done(null);
+          else if (status.state === 'stopped') done(new Error('the client was closed before it connected'));
+        }),
+        this.#events.on('authError', ({ error }) => done(error)),
+      ];
+      const done = (error: Error | null): void => {
+        for (const off of offs) off();
+        this.#firstOnline = null;
+        if (error === null) resolve();
+        else {
+          reject(error);
+          if (this.#started) void this.close();
+        }
+      };
+    });
+    this.#firstOnline = online;
     this.#connection.start();
+    return online;
   }
 
   /** Says offline on this device's presence topic, then disconnects. Pending messages stay listed. */

@@ -15,6 +15,12 @@
  * While there is no link, pending messages wait and are sent when it is back; `accepted` ones are
  * sent again once per link too, since the event that settles them may have gone out while the
  * client was away (the server answers a repeat with the current outcome, and charges a tip once).
+ *
+ * Order: messages to one recipient (or one list) are stored in the order they were sent. With
+ * several handlers two commands sent back to back may be stored in either order (docs/protocol.md,
+ * "Ordering"), so each conversation has one message in flight at a time: the next is published
+ * once the server has answered the one before (`ack`, or a final error), a rate-limited or
+ * retried one keeping its place. Other conversations are not held up.
  */
 
 import { DEFAULT_BACKOFF, backoffDelay, type Backoff } from './backoff.js';
@@ -92,6 +98,8 @@ const TRANSIENT = new Set(['service_unavailable', 'internal_error']);
 export class Outbox {
   readonly #o: OutboxOptions;
   readonly #entries = new Map<string, Entry>();
+  /** Per conversation (`to:{user}` or `list:{id}`): the client id of the message in flight. */
+  readonly #inFlight = new Map<string, string>();
   readonly #ackTimeoutMs: number;
   readonly #maxUnanswered: number;
   readonly #backoff: Backoff;
@@ -226,6 +234,7 @@ export class Outbox {
       this.#clearTimers(entry);
     }
     this.#changed(entry);
+    this.#release(entry);
     return true;
   }
 
@@ -270,6 +279,10 @@ export class Outbox {
 
   #transmit(entry: Entry): void {
     if (!this.#o.isOnline() || entry.message.status !== 'pending') return;
+    const key = conversationKey(entry.message);
+    const holder = this.#inFlight.get(key);
+    if (holder !== undefined && holder !== entry.message.clientId) return; // after the one in flight
+    this.#inFlight.set(key, entry.message.clientId);
     this.#publish(entry);
     this.#clearAckTimer(entry);
     const wait = this.#ackTimeoutMs * 2 ** Math.min(entry.unanswered, 4);
@@ -302,6 +315,20 @@ export class Outbox {
     entry.message.status = 'failed';
     entry.message.error = error;
     this.#changed(entry);
+    this.#release(entry);
+  }
+
+  /** The server answered `entry` for good: the next waiting message of its conversation goes. */
+  #release(entry: Entry): void {
+    const key = conversationKey(entry.message);
+    if (this.#inFlight.get(key) !== entry.message.clientId) return;
+    this.#inFlight.delete(key);
+    for (const next of this.#entries.values()) {
+      if (next.message.status === 'pending' && next.retryTimer === null && conversationKey(next.message) === key) {
+        this.#transmit(next);
+        return;
+      }
+    }
   }
 
   #clearAckTimer(entry: Entry): void {
@@ -318,6 +345,10 @@ export class Outbox {
   #changed(entry: Entry): void {
     this.#o.onChange(snapshot(entry));
   }
+}
+
+function conversationKey(m: OutgoingMessage): string {
+  return m.to !== null ? `to:${m.to}` : `list:${m.list ?? ''}`;
 }
 
 function snapshot(entry: Entry): OutgoingMessage {

@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import { MessengerClient, memoryStore, type ClientEvents, type ClientOptions, type CursorStore } from '../src/client.js';
+import { ConnectRefused } from '../src/transport.js';
 import { FakeConnector, fakeFetch, json, makeToken, wireMessage } from './fakes.js';
 
 const MESSAGES = 'users/bob/messages';
@@ -225,6 +226,46 @@ describe('MessengerClient', () => {
     const t = setup({ getToken: async () => 'not-a-jwt' });
     await expect(t.client.connect()).rejects.toThrow(/not a JWT/);
     expect(t.connector.connects).toHaveLength(0);
+  });
+
+  it('connect() resolves once the broker accepted the connection, retrying meanwhile', async () => {
+    const t = setup();
+    t.connector.outcomes.push(new Error('ECONNREFUSED'), new Error('ECONNREFUSED'));
+    const statuses = t.record('status');
+    let connected = false;
+    const connecting = t.client.connect().then(() => (connected = true));
+    await flush();
+    expect(connected).toBe(false);
+    expect(statuses.map((s) => s.state)).toContain('waiting');
+    await vi.advanceTimersByTimeAsync(10_000);
+    await connecting;
+    expect(t.connector.connects).toHaveLength(3);
+    expect(t.client.status.state).toBe('online');
+    await t.client.connect(); // again: at once
+  });
+
+  it('connect() rejects and stops when the broker refuses the token', async () => {
+    const t = setup();
+    t.connector.outcomes.push(new ConnectRefused(5));
+    const authErrors = t.record('authError');
+    const connecting = t.client.connect();
+    const outcome = expect(connecting).rejects.toBeInstanceOf(ConnectRefused);
+    await flush();
+    await outcome;
+    expect(authErrors).toHaveLength(1);
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(t.connector.connects).toHaveLength(1); // stopped: no retries behind the caller's back
+    expect(t.client.status.state).toBe('stopped');
+  });
+
+  it('connect() rejects when close() comes first', async () => {
+    const t = setup();
+    t.connector.outcomes.push(new Error('ECONNREFUSED'));
+    const connecting = t.client.connect();
+    const outcome = expect(connecting).rejects.toThrow('closed before it connected');
+    await flush();
+    await t.client.close();
+    await outcome;
   });
 
   it('refuses a device name that is not a valid presence level', () => {

@@ -143,7 +143,41 @@ describe('Outbox', () => {
     expect(h.outbox.list().map((m) => m.status)).toEqual(['pending', 'pending']);
     h.online.value = true;
     h.outbox.online();
+    expect(h.sent.map((c) => c['body'])).toEqual(['one']); // one in flight per conversation
+    h.outbox.ack(ack('c1'));
     expect(h.sent.map((c) => c['body'])).toEqual(['one', 'two']);
+  });
+
+  it('keeps a conversation in order: the next message goes once the server answered the one before', () => {
+    const h = harness();
+    h.outbox.send({ to: 'bob', body: 'b1' }); // c1
+    h.outbox.send({ to: 'bob', body: 'b2' }); // c2
+    h.outbox.send({ to: 'carol', body: 'c1' }); // c3: another conversation is not held up
+    h.outbox.send({ to: 'bob', body: 'b3' }); // c4
+    expect(h.sent.map((c) => c['body'])).toEqual(['b1', 'c1']);
+    expect(h.outbox.list().map((m) => m.status)).toEqual(['pending', 'pending', 'pending', 'pending']);
+    h.outbox.ack(ack('c3'));
+    // rate limited: b1 keeps its place, nothing overtakes it
+    h.outbox.error(error('c1', 'rate_limited', 1));
+    vi.advanceTimersByTime(999);
+    expect(h.sent.map((c) => c['body'])).toEqual(['b1', 'c1']);
+    vi.advanceTimersByTime(1);
+    expect(h.sent.map((c) => c['body'])).toEqual(['b1', 'c1', 'b1']);
+    h.outbox.ack(ack('c1'));
+    expect(h.sent.map((c) => c['body'])).toEqual(['b1', 'c1', 'b1', 'b2']);
+    // a final error lets the next one go; the failed one can be retried (after it)
+    h.outbox.error(error('c2', 'payload_too_large'));
+    expect(h.sent.map((c) => c['body'])).toEqual(['b1', 'c1', 'b1', 'b2', 'b3']);
+    h.outbox.retry('c2');
+    expect(h.sent).toHaveLength(5);
+    h.outbox.ack(ack('c4'));
+    expect(h.sent.map((c) => c['body']).at(-1)).toBe('b2');
+    // an unanswered message keeps its place through its resends
+    h.outbox.send({ to: 'bob', body: 'b4' });
+    vi.advanceTimersByTime(1_000);
+    expect(h.sent.map((c) => c['body']).slice(5)).toEqual(['b2', 'b2']);
+    h.outbox.ack(ack('c2'));
+    expect(h.sent.map((c) => c['body']).at(-1)).toBe('b4');
   });
 
   it('stops waiting for answers when the link drops (time offline is no silence), and resends on the next one', () => {
