@@ -54,7 +54,8 @@ class Work:
     tips: list[TipRequest] = field(default_factory=list)
     reads: list[tuple[str, MarkRead]] = field(default_factory=list)
     typing: list[tuple[str, Typing]] = field(default_factory=list)
-    syncs: list[tuple[str, int | None]] = field(default_factory=list)
+    #: (user, after, the sync's id): a device coming online asks with neither
+    syncs: list[tuple[str, int | None, str | None]] = field(default_factory=list)
     replies: list[Outbound] = field(default_factory=list)
 
     def __len__(self) -> int:
@@ -88,8 +89,12 @@ class Work:
             return self.mass[0].sender, self.mass[0].client_id
         if self.tips:
             return self.tips[0].payer, self.tips[0].client_id
-        for user, _ in (*self.reads, *self.typing, *self.syncs):
-            return user, None
+        if self.reads:
+            return self.reads[0][0], self.reads[0][1].id
+        if self.syncs:
+            return self.syncs[0][0], self.syncs[0][2]
+        if self.typing:
+            return self.typing[0][0], None
         return None
 
 
@@ -135,7 +140,7 @@ class CommandProcessor:
             presence = parse_presence_topic(item.topic)
             # a device that comes online gets what it missed; replays of retained state do not
             if presence is not None and not item.retained and protocol.parse_presence(item.payload):
-                work.syncs.append((presence[0], None))
+                work.syncs.append((presence[0], None, None))
         self._rate_limit(work)
         if work.mass:
             work.mass = self._check_lists(work)
@@ -155,7 +160,7 @@ class CommandProcessor:
         take += [(Action.TIP, t.payer) for t in work.tips]
         take += [(Action.READ, user) for user, _ in work.reads]
         take += [(Action.TYPING, user) for user, _ in work.typing]
-        take += [(Action.SYNC, user) for user, _ in work.syncs]
+        take += [(Action.SYNC, user) for user, _, _ in work.syncs]
         look = {(Action.CHARGE_DECLINED, t.payer) for t in work.tips}
         grants = ratelimit.acquire(self._limiter, take, look)
 
@@ -186,12 +191,12 @@ class CommandProcessor:
             if (wait := grants.take((Action.READ, user))) is None:
                 reads.append((user, read))
             else:
-                refuse(user, None, Action.READ, wait)
-        for user, after in work.syncs:
+                refuse(user, read.id, Action.READ, wait)
+        for user, after, request_id in work.syncs:
             if (wait := grants.take((Action.SYNC, user))) is None:
-                syncs.append((user, after))
+                syncs.append((user, after, request_id))
             else:
-                refuse(user, None, Action.SYNC, wait)
+                refuse(user, request_id, Action.SYNC, wait)
         typing = [(user, t) for user, t in work.typing if grants.take((Action.TYPING, user)) is None]
         work.sends, work.mass, work.tips, work.reads, work.syncs, work.typing = (
             sends,
@@ -279,8 +284,8 @@ class CommandProcessor:
                 work.reads.append((sender, command))
             case Typing():
                 work.typing.append((sender, command))
-            case Sync(after=after):
-                work.syncs.append((sender, after))
+            case Sync(after=after, id=request_id):
+                work.syncs.append((sender, after, request_id))
 
     def _apply(self, session: Session, work: Work) -> list[Outbound]:
         results, out = actions.send_messages(session, work.sends)
@@ -302,8 +307,8 @@ class CommandProcessor:
             for sender, t in work.typing:
                 if (t.to, sender) not in refused:
                     out.append(event(t.to, protocol.typing_event(sender)))
-        for user_id, after in dict.fromkeys(work.syncs):  # a repeated request is answered once
-            out.extend(self._catch_up(session, user_id, after))
+        for user_id, after, request_id in dict.fromkeys(work.syncs):  # a repeated request is answered once
+            out.extend(self._catch_up(session, user_id, after, request_id))
         return out
 
     def _refusals(self, results: list[SendResult]) -> list[Outbound]:
@@ -313,10 +318,12 @@ class CommandProcessor:
                 out.append(actions.refusal_event(r.request.sender, r.request.client_id, r.error))
         return out
 
-    def _catch_up(self, session: Session, user_id: str, after: int | None) -> list[Outbound]:
+    def _catch_up(
+        self, session: Session, user_id: str, after: int | None, request_id: str | None
+    ) -> list[Outbound]:
         page = messages.unread(session, user_id, after=after, limit=self._sync_page_size + 1)
         more = len(page) > self._sync_page_size
         page = page[: self._sync_page_size]
         out = [actions.delivery(m) for m in page]
-        out.append(event(user_id, protocol.synced_event(page[-1].id if page else after, more)))
+        out.append(event(user_id, protocol.synced_event(page[-1].id if page else after, more, request_id)))
         return out

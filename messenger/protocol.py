@@ -135,9 +135,11 @@ class SendMessage(_Command):
 
 
 class MarkRead(_Command):
-    """``{"type": "read", "up_to": 12345}``; ``with`` limits it to one conversation."""
+    """``{"type": "read", "up_to": 12345}``; ``with`` limits it to one conversation; an ``id``
+    comes back as the ``client_id`` of a refusal."""
 
     type: Literal["read"]
+    id: ClientMsgId | None = None
     up_to: int = Field(ge=0, le=MAX_MESSAGE_ID)
     peer: UserId | None = Field(default=None, alias="with")
 
@@ -148,9 +150,11 @@ class Typing(_Command):
 
 
 class Sync(_Command):
-    """``{"type": "sync"}`` (unread) or ``{"type": "sync", "after": 12000}``."""
+    """``{"type": "sync"}`` (unread) or ``{"type": "sync", "after": 12000}``; an ``id`` comes
+    back as the ``client_id`` of its ``synced`` event (or of its refusal)."""
 
     type: Literal["sync"]
+    id: ClientMsgId | None = None
     after: int | None = Field(default=None, ge=0, le=MAX_MESSAGE_ID)
 
 
@@ -430,8 +434,10 @@ def typing_event(sender: str) -> dict[str, Any]:
     return {"type": "typing", "from": sender}
 
 
-def synced_event(last_id: int | None, more: bool) -> dict[str, Any]:
-    return {"type": "synced", "last_id": last_id, "more": more}
+def synced_event(last_id: int | None, more: bool, client_id: str | None = None) -> dict[str, Any]:
+    """The end of a catch-up; ``client_id`` is the ``id`` of the ``sync`` it answers (null for
+    the server's own, when a device comes online): every device of the user receives it."""
+    return {"type": "synced", "last_id": last_id, "more": more, "client_id": client_id}
 
 
 def encode(payload: dict[str, Any]) -> bytes:

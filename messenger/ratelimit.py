@@ -260,10 +260,14 @@ def acquire(limiter: RateLimiter | None, take: Iterable[Bucket] = (), look: Iter
 
 
 def refusal(action: Action, retry_after: float) -> Rejected:
-    """The ``rate_limited`` refusal of a request over ``action``'s limit (REST: 429)."""
+    """The ``rate_limited`` refusal of a request over ``action``'s limit (REST: 429); ``limit``
+    names the bucket (``send``, ``tip``, ``read``, ``sync`` ...), ``retry_after`` the wait."""
     retry_after = round(retry_after, 3)
     return Rejected(
-        f"too many {action.too_many}; retry in {retry_after:g}s", code="rate_limited", retry_after=retry_after
+        f"too many {action.too_many}; retry in {retry_after:g}s",
+        code="rate_limited",
+        retry_after=retry_after,
+        limit=action.value,
     )
 
 

@@ -138,6 +138,15 @@ def rate_limited(response: Any, too_many: str) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["code"] == "rate_limited"
     assert body["detail"].startswith(f"too many {too_many}; retry in ")
+    # the bucket by its stable name, for programs (the detail is for people)
+    assert body["limit"] == {
+        "tips": "tip",
+        "declined charges": "charge_declined",
+        "messages": "send",
+        "read marks": "read",
+        "requests": "request",
+        "requests from your address": "address",
+    }[too_many]
     assert body["retry_after"] > 0
     assert int(response.headers["Retry-After"]) >= 1
     return body

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-from messenger_client import Ack, Disconnected, Message, Presence, ReadReceipt, SendState, Typing
+from messenger_client import Ack, Disconnected, Message, Outgoing, Presence, ReadReceipt, SendState, Typing
 
-from tests.client.helpers import Target, caught_up, connected, eventually, uid
+from tests.client.helpers import Recorder, Target, caught_up, connected, eventually, uid
 from tests.client.proxy import Proxy
 
 
@@ -113,3 +113,37 @@ async def resend_is_stored_once(target: Target) -> None:
         assert [m.client_id for m in history.items].count(outgoing.client_id) == 1
         await eventually(lambda: bob.duplicates_dropped >= 2, "the redeliveries dropped")
         assert [m.id for m in bob_events.messages()] == [acks[0].id]
+
+
+async def back_to_back_sends_keep_their_order(target: Target) -> None:
+    """Messages sent back to back, without waiting for each ack, are stored in the order sent in
+    each conversation (with two handlers, commands published together may be handled in either
+    order: the client holds each until the one before it is answered); a second conversation
+    goes on meanwhile."""
+    alice_id, bob_id, carol_id = uid("alice"), uid("bob"), uid("carol")
+
+    async def in_order(sent: list[Outgoing], events: Recorder) -> None:
+        acks = await asyncio.gather(*(outgoing.wait() for outgoing in sent))
+        ids = [a.id for a in acks if a.id is not None]
+        assert len(ids) == len(sent) and ids == sorted(ids), f"stored in the order sent: {ids}"
+        await events.until(lambda: len(events.messages()) >= len(sent), f"{len(sent)} messages")
+        got = sorted(events.messages(), key=lambda m: m.id)
+        assert [(m.id, m.body) for m in got] == [
+            (i, o.command["body"]) for i, o in zip(ids, sent, strict=True)
+        ]
+
+    async with (
+        connected(target, alice_id) as (alice, _),
+        connected(target, bob_id) as (_, bob_events),
+        connected(target, carol_id) as (_, carol_events),
+    ):
+        await caught_up(bob_events)
+        await caught_up(carol_events)
+        to_bob: list[Outgoing] = []
+        to_carol: list[Outgoing] = []
+        for n in range(12):
+            to_bob.append(alice.send(bob_id, f"bob {n}"))
+            if n % 3 == 0:
+                to_carol.append(alice.send(carol_id, f"carol {n}"))
+        await in_order(to_bob, bob_events)
+        await in_order(to_carol, carol_events)

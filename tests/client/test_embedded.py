@@ -46,6 +46,10 @@ def test_resend_is_stored_once(embedded: Stack) -> None:
     run(scenarios.resend_is_stored_once(embedded))
 
 
+def test_back_to_back_sends_keep_their_order(embedded: Stack) -> None:
+    run(scenarios.back_to_back_sends_keep_their_order(embedded))
+
+
 # --- only on this stack (none depends on the broker) ---
 
 

@@ -28,3 +28,7 @@ def test_dropped_connection_catches_up(deployed: Deployed) -> None:
 
 def test_resend_is_stored_once(deployed: Deployed) -> None:
     run(scenarios.resend_is_stored_once(deployed))
+
+
+def test_back_to_back_sends_keep_their_order(deployed: Deployed) -> None:
+    run(scenarios.back_to_back_sends_keep_their_order(deployed))

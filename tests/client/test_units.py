@@ -231,6 +231,82 @@ def test_outbox_times_out_then_a_late_ack_or_a_resend_still_settles() -> None:
     asyncio.run(scenario())
 
 
+def to(recipient: str, client_id: str, created: float = 0.0) -> Outgoing:
+    command = {"type": "message", "id": client_id, "to": recipient, "body": client_id}
+    return Outgoing(client_id, command, created)
+
+
+def publish_due(box: Outbox, now: float) -> list[str]:
+    """What the client would publish now (and does, in the outbox's books)."""
+    due = box.due(now)
+    for out in due:
+        box.published(out, now)
+    return [out.client_id for out in due]
+
+
+def test_outbox_keeps_a_conversation_in_order() -> None:
+    """One message in flight per conversation: the next goes once the server answered the one
+    before, whatever waits keeps its place, and other conversations are not held up."""
+    box = Outbox(ack_timeout=1.0, backoff=Backoff(base=1.0, cap=30.0, rng=random.Random(3)))
+    b1, b2 = box.add(to("bob", "b1")), box.add(to("bob", "b2"))
+    box.add(to("carol", "c1"))  # another conversation
+    box.add(to("bob", "b3"))
+    assert publish_due(box, 0.0) == ["b1", "c1"]
+    assert box.due(0.0) == [] and box.next_wakeup() == 1.0  # b2 and b3 wait for b1's answer
+    box.on_ack(ack("c1"))
+    # rate limited: b1 keeps its place, nothing overtakes it
+    assert box.on_error(CommandError("b1", "rate_limited", "slow down", retry_after=1.0), 0.5) == (b1, True)
+    assert box.due(1.5) == []
+    assert publish_due(box, 2.0) == ["b1"]
+    # so does a transient error, resent after a backoff
+    assert box.on_error(CommandError("b1", "service_unavailable", "later"), 2.5) == (b1, True)
+    assert b1.next_attempt is not None and box.due(b1.next_attempt - 0.01) == []
+    assert publish_due(box, b1.next_attempt) == ["b1"]
+    box.on_ack(ack("b1"))  # stored: the next one goes
+    assert publish_due(box, 10.0) == ["b2"]
+    # a final error lets the next one go; the failed one, sent again, goes after it
+    assert box.on_error(CommandError("b2", "payload_too_large", "too big"), 10.5) == (b2, False)
+    assert b2.state is SendState.FAILED and publish_due(box, 10.5) == ["b3"]
+    box.resend(b2, 11.0)
+    assert box.due(11.0) == []
+    box.on_ack(ack("b3"))
+    assert publish_due(box, 11.5) == ["b2"]
+    # an unanswered message keeps its place through its resends
+    box.add(to("bob", "b4", created=12.0))
+    assert box.due(12.0) == [] and box.next_wakeup() == 13.5
+    assert publish_due(box, 13.5) == ["b2"]  # no answer: the same id again
+    assert box.due(13.5) == []
+    box.on_ack(ack("b2"))
+    assert publish_due(box, 14.0) == ["b4"]
+
+
+def test_outbox_order_across_acceptance_timeouts_and_reconnects() -> None:
+    box = Outbox(ack_timeout=10.0, send_timeout=60.0)
+    lists = [
+        box.add(Outgoing(f"l{n}", {"type": "message", "id": f"l{n}", "list": "vip", "body": "post"}, 0.0))
+        for n in (1, 2)
+    ]
+    b1 = box.add(to("bob", "b1"))
+    box.add(to("bob", "b2", created=30.0))
+    assert publish_due(box, 0.0) == ["l1", "b1"]
+    # accepted (queued for fan-out) is an answer: the next one goes, and the first holds up nothing
+    box.on_ack(ack("l1", status="queued"))
+    assert publish_due(box, 0.0) == ["l2"]
+    box.on_ack(ack("l2", status="queued"))
+    # b1 times out unanswered: failed, which lets b2 go
+    assert box.expire(60.0) == [b1]
+    assert publish_due(box, 60.0) == ["b2"]
+    # offline, then back: the accepted one is asked about again, only the head of each
+    # conversation goes
+    box.resend(b1, 61.0)
+    box.add(to("bob", "b3", created=62.0))
+    box.reconnected(63.0)
+    assert publish_due(box, 63.0) == ["l1", "l2", "b2"]
+    box.on_ack(ack("b2"))
+    assert publish_due(box, 63.0) == ["b1"]  # in the place it was sent in
+    assert box.due(63.0) == [] and lists[0].state is SendState.ACCEPTED
+
+
 # --- tokens ---
 
 
@@ -364,3 +440,65 @@ def test_events_parse_to_their_types() -> None:
 def test_presence_payloads(payload: bytes, online: bool | None) -> None:
     state = parsing.presence("alice", "phone", payload, retained=True)
     assert (None if state is None else state.online) == online
+
+
+# --- which catch-up answers are this client's (sync ids) ---
+
+
+class _Broker:
+    """Records what a client publishes on one link (the MQTT client under a real Link)."""
+
+    def __init__(self) -> None:
+        self.commands: list[dict[str, object]] = []
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
+        if topic.startswith("inbound/"):
+            self.commands.append(json.loads(payload))
+
+    async def subscribe(self, filters: list[tuple[str, int]]) -> list[int]:
+        return [1] * len(filters)
+
+
+def test_a_catch_up_takes_only_the_answers_that_name_its_own_sync() -> None:
+    from messenger_client import CaughtUp, Client
+    from messenger_client.connection import Link
+
+    async def scenario() -> None:
+        async def get_token() -> str:
+            return token("bob")
+
+        client = Client("bob", get_token, presence=False, last_id=5)
+        broker = _Broker()
+        link = Link(broker)  # type: ignore[arg-type]
+        await client.on_connected(link, reconnect=False)
+        await client._publish_due(link)
+        (sync,) = broker.commands
+        assert sync["type"] == "sync" and sync["after"] == 5 and str(sync["id"]).startswith("sync-")
+
+        def event(payload: dict[str, object]) -> None:
+            client.on_message("users/bob/events", json.dumps(payload).encode(), False)
+
+        # the phone's catch-up, the server's own (a device came online): not this one's
+        event({"type": "synced", "last_id": 9, "more": False, "client_id": "sync-of-the-phone"})
+        event({"type": "synced", "last_id": 9, "more": False, "client_id": None})
+        # the phone's sync refused: nothing to do here; ours refused: asked again after the wait
+        refused = {"type": "error", "code": "rate_limited", "detail": "too many catch-up requests"}
+        event(refused | {"client_id": "sync-of-the-phone", "retry_after": 0.001, "limit": "sync"})
+        assert client._sync_due is None
+        event(refused | {"client_id": sync["id"], "retry_after": 0.001, "limit": "sync"})
+        assert client._sync_due is not None
+        await asyncio.sleep(0.05)
+        await client._publish_due(link)
+        again = broker.commands[-1]
+        assert again["type"] == "sync" and again["id"] != sync["id"]
+        event({"type": "synced", "last_id": 9, "more": False, "client_id": sync["id"]})  # late: not taken
+        assert all(not isinstance(e, CaughtUp) for e in _queued(client))
+        event({"type": "synced", "last_id": 9, "more": False, "client_id": again["id"]})
+        assert len([e for e in _queued(client) if isinstance(e, CaughtUp)]) == 1  # this one ends it
+
+    asyncio.run(scenario())
+
+
+def _queued(client: object) -> list[object]:
+    queue: asyncio.Queue[object] = client._events  # type: ignore[attr-defined]
+    return list(queue._queue)  # type: ignore[attr-defined]

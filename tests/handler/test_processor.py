@@ -386,12 +386,12 @@ def test_sync_without_after_pushes_unread_in_pages(
     _alice, bob, ids = inbox
     page, synced = _page(run(processor, cmd(bob, {"type": "sync"})), bob)
     assert page == ids[:3]
-    assert synced == {"type": "synced", "last_id": ids[2], "more": True}
+    assert synced == {"type": "synced", "last_id": ids[2], "more": True, "client_id": None}
 
     run(processor, cmd(bob, {"type": "read", "up_to": ids[4]}))
     page, synced = _page(run(processor, cmd(bob, {"type": "sync"})), bob)
     assert page == ids[5:]
-    assert synced == {"type": "synced", "last_id": ids[6], "more": False}
+    assert synced == {"type": "synced", "last_id": ids[6], "more": False, "client_id": None}
 
 
 def test_sync_after_walks_every_page_in_id_order(
@@ -414,14 +414,14 @@ def test_sync_after_walks_every_page_in_id_order(
     # nothing after the last one: synced echoes `after`
     assert _page(run(processor, cmd(bob, {"type": "sync", "after": ids[-1]})), bob) == (
         [],
-        {"type": "synced", "last_id": ids[-1], "more": False},
+        {"type": "synced", "last_id": ids[-1], "more": False, "client_id": None},
     )
 
 
 def test_sync_with_nothing_unread(processor: CommandProcessor, make_user: MakeUser) -> None:
     lonely = make_user("lonely")
     assert run(processor, cmd(lonely, {"type": "sync"})) == [
-        (events_of(lonely), {"type": "synced", "last_id": None, "more": False}),
+        (events_of(lonely), {"type": "synced", "last_id": None, "more": False, "client_id": None}),
     ]
 
 
@@ -455,7 +455,7 @@ def test_device_coming_online_gets_a_catch_up(
     _alice, bob, ids = inbox
     page, synced = _page(run(processor, Inbound(f"presence/{bob}/phone-1", payload)), bob)
     assert page == ids[:3]
-    assert synced == {"type": "synced", "last_id": ids[2], "more": True}
+    assert synced == {"type": "synced", "last_id": ids[2], "more": True, "client_id": None}
 
 
 @pytest.mark.parametrize(

@@ -74,20 +74,27 @@ def test_read_marks_beyond_the_bucket_are_refused(
 
     assert [e["up_to"] for e in to(events, events_of(alice))] == ids[:2]
     (refused,) = errors(events, bob)
-    assert (refused["code"], refused["client_id"]) == ("rate_limited", None)
+    assert (refused["code"], refused["client_id"], refused["limit"]) == ("rate_limited", None, "read")
     assert refused["detail"].startswith("too many read marks")
     assert refused["retry_after"] > 0
+    # a read with an id gets it back in its refusal
+    (named,) = errors(run(limited, cmd(bob, {"type": "read", "up_to": ids[2], "id": "r-7"})), bob)
+    assert (named["code"], named["client_id"], named["limit"]) == ("rate_limited", "r-7", "read")
 
 
 def test_a_sync_flood_is_limited(limited: CommandProcessor, make_user: MakeUser) -> None:
     alice, bob = make_user("alice"), make_user("bob")
     run(limited, msg(alice, bob, "m-0"))
-    events = [e for _ in range(5) for e in run(limited, cmd(bob, {"type": "sync", "after": 0}))]
+    syncs = [cmd(bob, {"type": "sync", "after": 0, "id": f"s-{n}"}) for n in range(5)]
+    events = [e for sync in syncs for e in run(limited, sync)]
 
-    assert [e["type"] for e in to(events, events_of(bob))].count("synced") == 2
+    synced = [e for e in to(events, events_of(bob)) if e["type"] == "synced"]
+    assert [e["client_id"] for e in synced] == ["s-0", "s-1"]  # each answer names its request
     assert len(to(events, messages_of(bob))) == 2  # the one message, pushed by each catch-up
     refused = errors(events, bob)
-    assert [e["code"] for e in refused] == ["rate_limited"] * 3
+    assert [(e["code"], e["client_id"], e["limit"]) for e in refused] == [
+        ("rate_limited", f"s-{n}", "sync") for n in (2, 3, 4)
+    ]
     assert all(e["detail"].startswith("too many catch-up requests") for e in refused)
     # a device coming online asks for a catch-up too, from the same bucket
     online = run(limited, Inbound(f"presence/{bob}/phone", b"online"))

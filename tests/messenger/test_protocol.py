@@ -99,6 +99,11 @@ def test_sync() -> None:
     assert protocol.parse_command(raw({"type": "sync"})) == Sync(type="sync", after=None)
     assert protocol.parse_command(raw({"type": "sync", "after": 12000})) == Sync(type="sync", after=12000)
     assert protocol.parse_command(raw({"type": "sync", "after": None})) == Sync(type="sync", after=None)
+    assert protocol.parse_command(raw({"type": "sync", "id": "s-1"})) == Sync(type="sync", id="s-1")
+    assert protocol.parse_command(raw({"type": "read", "up_to": 3, "id": "r-1"})).id == "r-1"  # type: ignore[union-attr]
+    for bad in ("", "x" * 65, "with space", 7):
+        with pytest.raises(InvalidCommand):
+            protocol.parse_command(raw({"type": "sync", "id": bad}))
 
 
 def test_commands_are_frozen() -> None:
@@ -482,8 +487,9 @@ def test_events() -> None:
     assert protocol.error_event("invalid_json", "nope")["client_id"] is None
     assert protocol.read_event("bob", 12) == {"type": "read", "by": "bob", "up_to": 12}
     assert protocol.typing_event("alice") == {"type": "typing", "from": "alice"}
-    assert protocol.synced_event(None, False) == {"type": "synced", "last_id": None, "more": False}
-    assert protocol.synced_event(9, True) == {"type": "synced", "last_id": 9, "more": True}
+    nothing = {"type": "synced", "last_id": None, "more": False, "client_id": None}
+    assert protocol.synced_event(None, False) == nothing
+    assert protocol.synced_event(9, True, "s-1") == nothing | {"last_id": 9, "more": True, "client_id": "s-1"}
 
 
 def test_encode_is_compact_utf8() -> None:

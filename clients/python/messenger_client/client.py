@@ -11,7 +11,8 @@ What happens on every connection, in this order (docs/protocol.md, "Delivery sem
    and wait for the SUBACK (a catch-up published before that would be lost);
 2. ``sync`` after the last id seen (the unread messages the first time), page by page while the
    server says ``more``; live messages meanwhile are held and merged in id order;
-3. resend the outbox (same client ids: stored once) and the pending read marks;
+3. resend the outbox (same client ids: stored once; of each conversation, the message in flight
+   or else the first waiting one) and the pending read marks;
 4. once caught up, announce the device ``online`` (retained, with a Last Will of ``offline``).
 """
 
@@ -152,6 +153,10 @@ class Client:
         self._sync_due: float | None = None
         self._sync_deadline: float | None = None
         self._sync_tries = 0
+        #: the ``id`` of the last ``sync`` sent: its ``synced`` and its ``rate_limited`` name it
+        self._sync_id: str | None = None
+        #: the ``id`` of each ``read`` sent since the last publish round, for its ``rate_limited``
+        self._read_ids: set[str] = set()
         self._announce_due = False
         self._reads: dict[str | None, int] = {}  # peer (None: everyone) -> up_to, to publish
         self._reads_sent: dict[str | None, int] = {}
@@ -286,7 +291,8 @@ class Client:
     # --- what the application does ---
 
     def send(self, to: str, body: str, *, client_id: str | None = None) -> Outgoing:
-        """Send ``body`` to ``to``. Returns at once; ``await`` the result for the ack."""
+        """Send ``body`` to ``to``. Returns at once; ``await`` the result for the ack. Messages
+        to one recipient are stored in the order sent: each goes once the one before is answered."""
         command = {"type": "message", "id": client_id, "to": check_user_id(to, "recipient"), "body": body}
         return self._queue(command)
 
@@ -462,13 +468,18 @@ class Client:
         now = self._clock()
         if isinstance(event, Ack):
             self._outbox.on_ack(event)
+            self._poke()  # an answer: the next message of its conversation may go
         elif isinstance(event, CommandError):
-            if self._handled_error(event, now):
-                self._poke()
+            handled = self._handled_error(event, now)
+            self._poke()
+            if handled:
                 return
         elif isinstance(event, TipFailed):
             self._outbox.on_tip_failed(event)
+            self._poke()
         elif isinstance(event, Synced):
+            if event.named and event.client_id != self._sync_id:
+                return  # another device's catch-up, or the server's own (every device gets them)
             was_active = self._catchup.active
             released, next_after = self._catchup.synced(event.last_id, event.more)
             for message in released:
@@ -486,19 +497,27 @@ class Client:
         _, retried = self._outbox.on_error(error, now)
         if retried:
             return True
-        if error.client_id is None and error.code == "rate_limited":
-            wait = (error.retry_after or 1.0) * 1.05 + 0.01
-            # `detail` names the bucket (messenger/ratelimit.py): read and sync carry no id
-            if "catch-up" in error.detail:
-                if self._catchup.active:
-                    self._sync_due, self._sync_deadline = now + wait, None
-                return True  # else: the push for presence going online; this client's sync covers it
-            if "read" in error.detail:
-                for peer, up_to in self._reads_sent.items():
-                    self._reads[peer] = max(self._reads.get(peer, 0), up_to)
-                self._reads_sent.clear()
-                self._reads_due_at = now + wait
-                return True
+        if error.code != "rate_limited":
+            return False
+        wait = (error.retry_after or 1.0) * 1.05 + 0.01
+        if error.limit is not None:  # the server names the bucket and echoes the request's id
+            is_sync, is_read = error.limit == "sync", error.limit == "read"
+            ours_sync = error.client_id is not None and error.client_id == self._sync_id
+            ours_read = error.client_id is not None and error.client_id in self._read_ids
+        else:  # an older server: `detail` names the bucket; read and sync carry no id
+            is_sync, is_read = "catch-up" in error.detail, "read" in error.detail
+            ours_sync = ours_read = error.client_id is None
+        if is_sync:
+            if ours_sync and self._catchup.active:
+                self._sync_due, self._sync_deadline = now + wait, None
+            return True  # another device's, or the server's push for a device going online
+        if is_read and ours_read:
+            for peer, up_to in self._reads_sent.items():
+                self._reads[peer] = max(self._reads.get(peer, 0), up_to)
+            self._reads_sent.clear()
+            self._read_ids.clear()
+            self._reads_due_at = now + wait
+            return True
         return False
 
     def _caught_up(self) -> None:
@@ -538,7 +557,9 @@ class Client:
         now = self._clock()
         if self._sync_due is not None and now >= self._sync_due:
             self._sync_due = None
-            command: dict[str, Any] = {"type": "sync"}
+            # a new id per request: a late answer to an earlier one is not taken for this one's
+            self._sync_id = f"sync-{uuid.uuid4().hex[:16]}"
+            command: dict[str, Any] = {"type": "sync", "id": self._sync_id}
             if self._sync_after is not None:
                 command["after"] = self._sync_after
             await link.publish(self._inbound, _encode(command))
@@ -563,8 +584,11 @@ class Client:
         if self._reads and now >= self._reads_due_at:
             reads, self._reads = self._reads, {}
             self._reads_sent = {}
+            self._read_ids.clear()
             for peer, up_to in reads.items():
-                command = {"type": "read", "up_to": up_to}
+                read_id = f"read-{uuid.uuid4().hex[:16]}"
+                self._read_ids.add(read_id)
+                command = {"type": "read", "up_to": up_to, "id": read_id}
                 if peer is not None:
                     command["with"] = peer
                 try:
@@ -591,6 +615,7 @@ class Client:
             self._timer_wake.clear()
             for outgoing in self._outbox.expire(self._clock()):
                 self._emit(SendTimedOut(outgoing.client_id))
+                self._wake.set()  # failed: the next message of its conversation may go
             timeouts = self._outbox.send_timeout
             pending = [o.created for o in self._outbox.unsettled() if o.state is SendState.PENDING]
             wait = (

@@ -60,6 +60,8 @@ class CommandError:
     code: str
     detail: str
     retry_after: float | None = None
+    #: with ``rate_limited``: the bucket (``send``, ``tip``, ``charge_declined``, ``read``, ``sync``)
+    limit: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,11 @@ class Synced:
 
     last_id: int | None
     more: bool
+    #: the ``id`` of the ``sync`` it answers; None for the server's own catch-up (a device came
+    #: online) and a ``sync`` without one
+    client_id: str | None = None
+    #: the server named the request (``client_id`` was there, null or not); older servers do not
+    named: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,12 @@ fan-out, or a tip whose charge is not settled: the server has it, a final answer
 ``sent``, ``failed`` (refused, tip declined, or no answer within ``send_timeout``; a late ``ack``
 still turns it into ``sent``). Like :mod:`.catchup`, no I/O here: the client publishes what
 :meth:`Outbox.due` returns.
+
+Order: messages to one recipient (or one list) are stored in the order they were sent. With
+several handlers two commands sent back to back may be stored in either order (docs/protocol.md,
+"Ordering"), so each conversation has one message in flight at a time: the next is published
+once the server has answered the one before (``ack``, or a final error), a rate-limited or
+retried one keeping its place. Other conversations are not held up.
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ class SendState(StrEnum):
     FAILED = "failed"
 
 
+def conversation_key(command: dict[str, Any]) -> str:
+    """The conversation a message command belongs to: ``to:{user}`` or ``list:{id}``."""
+    return f"to:{command['to']}" if command.get("to") is not None else f"list:{command.get('list', '')}"
+
+
 class Outgoing:
     """One message sent through the client; ``await outgoing`` (or ``.wait()``) returns its
     :class:`Ack` once it is ``sent``, or raises :class:`SendError` once it ``failed``."""
@@ -44,6 +55,7 @@ class Outgoing:
     def __init__(self, client_id: str, command: dict[str, Any], created: float) -> None:
         self.client_id = client_id
         self.command = command
+        self.conversation = conversation_key(command)
         self.payload = json.dumps(command, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self.created = created
         self.state = SendState.PENDING
@@ -51,6 +63,7 @@ class Outgoing:
         self.error: SendError | None = None
         self.attempts = 0  # publishes so far
         self.next_attempt: float | None = created  # when to publish (again); None: not before an answer
+        self._order = 0  # its place in the outbox's send order (set by Outbox.add)
         self._settled = asyncio.Event()
         self._accepted = asyncio.Event()
 
@@ -97,7 +110,14 @@ class Outgoing:
 
 
 class Outbox:
-    """Every message not yet ``sent``, by client id."""
+    """Every message not yet ``sent``, by client id.
+
+    Order: messages to one recipient (or one list) are stored in the order they were sent. With
+    several handlers two commands sent back to back may be stored in either order
+    (docs/protocol.md, "Ordering"), so each conversation has one message in flight at a time: the
+    next is published once the server has answered the one before (``ack``, or a final error), a
+    rate-limited or retried one keeping its place. Other conversations are not held up.
+    """
 
     def __init__(
         self, *, ack_timeout: float = 10.0, send_timeout: float | None = 60.0, backoff: Backoff | None = None
@@ -106,6 +126,9 @@ class Outbox:
         self.send_timeout = send_timeout
         self._backoff = backoff or Backoff(base=1.0, cap=30.0)
         self._items: dict[str, Outgoing] = {}
+        #: per conversation (``to:{user}`` or ``list:{id}``): the client id of the message in flight
+        self._in_flight: dict[str, str] = {}
+        self._added = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -124,12 +147,15 @@ class Outbox:
         """Queue a new message; its client id must not be in the outbox already."""
         if outgoing.client_id in self._items:
             raise ValueError(f"client id {outgoing.client_id!r} is already in the outbox: use resend()")
+        self._added += 1
+        outgoing._order = self._added
         self._items[outgoing.client_id] = outgoing
         return outgoing
 
     def resend(self, outgoing: Outgoing, now: float) -> Outgoing:
         """Send again, with the same client id, at once (a message that failed, or one whose
-        answer the application does not want to wait for); its send timeout starts over."""
+        answer the application does not want to wait for); its send timeout starts over. It
+        keeps its place in its conversation: a failed one goes after the message in flight."""
         if outgoing.state is not SendState.ACCEPTED:
             outgoing.state = SendState.PENDING
             outgoing.error = None
@@ -141,20 +167,23 @@ class Outbox:
         return outgoing
 
     def due(self, now: float) -> list[Outgoing]:
-        """What to publish now, oldest first."""
-        return [o for o in self.unsettled() if o.next_attempt is not None and o.next_attempt <= now]
+        """What to publish now, in the order sent: the message in flight of each conversation
+        (or else its first pending one), and accepted ones to ask about again."""
+        return [o for o in self._heads() if o.next_attempt is not None and o.next_attempt <= now]
 
     def published(self, outgoing: Outgoing, now: float) -> None:
         """``outgoing`` was handed to the broker: wait for the answer, then resend."""
         outgoing.attempts += 1
-        if outgoing.state is SendState.PENDING:
+        if outgoing.state is SendState.PENDING and outgoing.client_id in self._items:
+            self._in_flight[outgoing.conversation] = outgoing.client_id
             outgoing.next_attempt = now + self.ack_timeout * min(2 ** (outgoing.attempts - 1), 8)
         else:  # accepted (asking for its outcome after a reconnect) or failed: one publish
             outgoing.next_attempt = None
 
     def reconnected(self, now: float) -> None:
         """A new connection: resend everything unanswered or unsettled (the server answers an
-        accepted one with its current state, a settled tip with its outcome)."""
+        accepted one with its current state, a settled tip with its outcome); of the pending
+        ones, only the head of each conversation goes at once."""
         for outgoing in self._items.values():
             if outgoing.state is not SendState.FAILED:
                 outgoing.next_attempt = now
@@ -174,6 +203,7 @@ class Outbox:
             outgoing.error = None
             outgoing._settle(SendState.SENT)
             del self._items[ack.client_id]
+        self._release(outgoing)
         return outgoing
 
     def on_error(self, error: CommandError, now: float) -> tuple[Outgoing | None, bool]:
@@ -218,11 +248,12 @@ class Outbox:
                 outgoing.client_id, "timeout", f"no answer within {self.send_timeout:g}s; resend to try again"
             )
             outgoing._settle(SendState.FAILED)
+            self._release(outgoing)
         return expired
 
     def next_wakeup(self) -> float | None:
         """The next moment something is due (a publish or a timeout), or None."""
-        moments = [o.next_attempt for o in self._items.values() if o.next_attempt is not None]
+        moments = [o.next_attempt for o in self._heads() if o.next_attempt is not None]
         if self.send_timeout is not None:
             moments += [
                 o.created + self.send_timeout for o in self._items.values() if o.state is SendState.PENDING
@@ -233,3 +264,26 @@ class Outbox:
         outgoing.error = error
         outgoing._settle(SendState.FAILED)
         del self._items[outgoing.client_id]
+        self._release(outgoing)
+
+    def _release(self, outgoing: Outgoing) -> None:
+        """The server answered ``outgoing`` for good: the next waiting message of its
+        conversation may go (:meth:`due`)."""
+        if self._in_flight.get(outgoing.conversation) == outgoing.client_id:
+            del self._in_flight[outgoing.conversation]
+
+    def _heads(self) -> list[Outgoing]:
+        """What may be published, in the order sent: each conversation's message in flight, or
+        else its first pending one (the rest wait their turn); and the accepted ones, which
+        hold up nothing."""
+        heads: list[Outgoing] = []
+        started: set[str] = set()
+        for outgoing in sorted(self._items.values(), key=lambda o: o._order):
+            if outgoing.state is SendState.ACCEPTED:
+                heads.append(outgoing)
+            elif outgoing.state is SendState.PENDING and outgoing.conversation not in started:
+                holder = self._in_flight.get(outgoing.conversation)
+                if holder is None or holder == outgoing.client_id:
+                    started.add(outgoing.conversation)
+                    heads.append(outgoing)
+        return heads

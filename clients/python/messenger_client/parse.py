@@ -187,6 +187,7 @@ def event(payload: bytes) -> ServerEvent:
             code=f.text("code"),
             detail=f.text("detail"),
             retry_after=f.opt_number("retry_after"),
+            limit=f.opt_text("limit"),
         )
     if kind == "tip_failed":
         return TipFailed(
@@ -200,7 +201,12 @@ def event(payload: bytes) -> ServerEvent:
     if kind == "typing":
         return Typing(sender=f.user_id("from"))
     if kind == "synced":
-        return Synced(last_id=f.opt_integer("last_id"), more=f.flag("more"))
+        return Synced(
+            last_id=f.opt_integer("last_id"),
+            more=f.flag("more"),
+            client_id=f.opt_text("client_id"),
+            named="client_id" in f.data,
+        )
     return UnknownEvent(kind, f.data)
 
 

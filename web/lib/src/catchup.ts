@@ -14,10 +14,11 @@
  *   it (the range below it may still be missing), so a link lost in the middle resumes from the
  *   last complete page: no gap.
  *
- * `synced` carries no request id, and every device of a user receives every catch-up (the
- * server's own, when a device comes online, too). A `synced` is taken as the answer to this
- * client's request only if it can be (`last_id >= after`); others are ignored. This class holds
- * no timers and does no I/O: the client sends, times out and retries.
+ * Every device of a user receives every catch-up (the server's own, when a device comes online,
+ * too). Each `sync` carries a new `id` and its `synced` names it (`client_id`): the client hands
+ * this class only the answers to its own request. From a server that names none, a `synced` is
+ * taken as the answer only if it can be (`last_id >= after`). This class holds no timers and does
+ * no I/O: the client sends, times out and retries.
  */
 
 import type { Message, SyncedEvent } from './protocol.js';

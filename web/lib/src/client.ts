@@ -152,6 +152,8 @@ export class MessengerClient {
   #savedId: number | null = null;
   #status: ConnectionStatus = { state: 'stopped', attempt: 0, reason: 'stop' };
   #syncTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The `id` of the last `sync` sent: its `synced` (and its `rate_limited`) name it. */
+  #syncId: string | null = null;
   readonly #typingSent = new Map<string, number>();
 
   constructor(options: ClientOptions) {
@@ -399,8 +401,8 @@ export class MessengerClient {
         break;
       case 'error':
         if (this.#outbox.error(event)) break;
-        if (event.client_id === null && event.code === 'rate_limited' && this.#catchUp.pending) {
-          // Probably our sync (a read over MQTT is not sent by this client): ask again when allowed.
+        if (event.client_id !== null && event.client_id === this.#syncId && event.code === 'rate_limited' && this.#catchUp.pending) {
+          // our sync (every device of the user gets every error): ask again when allowed
           this.#armSync(Math.ceil((event.retry_after ?? 1) * 1000));
         }
         this.#events.emit('serverError', event);
@@ -416,6 +418,8 @@ export class MessengerClient {
         this.#events.emit('typing', event);
         break;
       case 'synced': {
+        // the answer to this device's own sync only (a server before request ids: CatchUp judges)
+        if (event.client_id !== undefined && event.client_id !== this.#syncId) break;
         const step = this.#catchUp.synced(event);
         if (step.kind === 'next') this.#sync({ after: step.after });
         else if (step.kind === 'done') {
@@ -429,7 +433,10 @@ export class MessengerClient {
   }
 
   #sync(request: { after: number | null }): void {
-    const command: Command = request.after === null ? { type: 'sync' } : { type: 'sync', after: request.after };
+    // a new id per request: a late answer to an earlier one (resent after a timeout) is not taken
+    this.#syncId = `sync-${randomId().slice(0, 16)}`;
+    const id = this.#syncId;
+    const command: Command = request.after === null ? { type: 'sync', id } : { type: 'sync', after: request.after, id };
     this.#command(command);
     this.#armSync(this.#syncTimeoutMs);
   }

@@ -103,12 +103,14 @@ export interface AckEvent {
 
 export interface ErrorEvent {
   type: 'error';
-  /** The command's `id`; null for `read` and `sync`, or when the command could not be read. */
+  /** The command's `id` (a `read` or `sync` without one: null), or null when it could not be read. */
   client_id: string | null;
   code: string;
   detail: string;
   /** Seconds to wait before resending, with `rate_limited`. */
   retry_after: number | null;
+  /** With `rate_limited`: the bucket (`send`, `tip`, `charge_declined`, `read`, `sync`). */
+  limit: string | null;
 }
 
 export interface TipFailedEvent {
@@ -135,6 +137,11 @@ export interface SyncedEvent {
   type: 'synced';
   last_id: number | null;
   more: boolean;
+  /**
+   * The `id` of the `sync` it answers; null for the server's own catch-up (a device came online)
+   * and a `sync` without one; undefined from a server that does not say (before request ids).
+   */
+  client_id?: string | null;
 }
 
 export type ServerEvent = AckEvent | ErrorEvent | TipFailedEvent | ReadEvent | TypingEvent | SyncedEvent;
@@ -219,6 +226,7 @@ export function parseEvent(value: unknown): ServerEvent {
         code: str(o, 'code', what),
         detail: str(o, 'detail', what),
         retry_after: retryAfter === null || retryAfter === undefined ? null : num(o, 'retry_after', what),
+        limit: nullableStr(o, 'limit', what),
       };
     }
     case 'tip_failed':
@@ -234,7 +242,12 @@ export function parseEvent(value: unknown): ServerEvent {
     case 'typing':
       return { type, from: userId(o, 'from', what) };
     case 'synced':
-      return { type, last_id: nullableInt(o, 'last_id', what), more: bool(o, 'more', what) };
+      return {
+        type,
+        last_id: nullableInt(o, 'last_id', what),
+        more: bool(o, 'more', what),
+        ...('client_id' in o ? { client_id: nullablePrintableId(o, 'client_id', what) } : {}),
+      };
     default:
       throw new ProtocolError(`event: unknown type ${JSON.stringify(type)?.slice(0, 40)}`);
   }
@@ -278,9 +291,9 @@ export interface TipDraft {
 export type Command =
   | { type: 'message'; id: string; to: string; body: string; tip?: TipDraft }
   | { type: 'message'; id: string; list: string; body: string }
-  | { type: 'read'; up_to: number; with?: string }
+  | { type: 'read'; up_to: number; with?: string; id?: string }
   | { type: 'typing'; to: string }
-  | { type: 'sync'; after?: number };
+  | { type: 'sync'; after?: number; id?: string };
 
 // Lone surrogates: no UTF-8 form, refused by the server (a surrogate pair is one character).
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;

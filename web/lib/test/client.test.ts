@@ -46,6 +46,12 @@ function setup(options: Partial<ClientOptions> & { lastId?: number } = {}) {
 
 const flush = () => vi.advanceTimersByTimeAsync(0);
 
+/** The id of the last sync the client sent on `link`. */
+function syncId(link: { commands(): Record<string, unknown>[] }): string {
+  const sync = [...link.commands()].reverse().find((c) => c['type'] === 'sync');
+  return String(sync?.['id']);
+}
+
 beforeEach(() => {
   vi.useFakeTimers();
 });
@@ -63,7 +69,7 @@ describe('MessengerClient', () => {
     expect(t.client.user).toBe('bob');
     expect(link.subscribed).toEqual([MESSAGES, EVENTS]);
     expect(link.published).toEqual([
-      { topic: 'inbound/bob', payload: '{"type":"sync","after":120}', retain: false },
+      { topic: 'inbound/bob', payload: expect.stringMatching(/^\{"type":"sync","after":120,"id":"sync-[0-9a-f]{16}"\}$/), retain: false },
       { topic: 'presence/bob/tab-1', payload: 'online', retain: true },
     ]);
     expect(catchUps).toEqual([{ state: 'syncing', lastId: 120 }]);
@@ -79,11 +85,15 @@ describe('MessengerClient', () => {
     link.deliver(MESSAGES, wireMessage(300)); // live, during the catch-up
     link.deliver(MESSAGES, wireMessage(101));
     link.deliver(MESSAGES, wireMessage(150));
-    link.deliver(EVENTS, { type: 'synced', last_id: 150, more: true });
-    expect(link.commands().at(-1)).toEqual({ type: 'sync', after: 150 });
+    // another device's catch-up ends (every device of the user gets it): not this one's
+    link.deliver(EVENTS, { type: 'synced', last_id: 150, more: false, client_id: 'sync-of-the-phone' });
+    link.deliver(EVENTS, { type: 'synced', last_id: 150, more: false, client_id: null }); // the server's own
+    expect(catchUps.at(-1)).toEqual({ state: 'syncing', lastId: 100 });
+    link.deliver(EVENTS, { type: 'synced', last_id: 150, more: true, client_id: syncId(link) });
+    expect(link.commands().at(-1)).toEqual({ type: 'sync', after: 150, id: expect.stringMatching(/^sync-/) });
     link.deliver(MESSAGES, wireMessage(150)); // the boundary again
     link.deliver(MESSAGES, wireMessage(300));
-    link.deliver(EVENTS, { type: 'synced', last_id: 300, more: false });
+    link.deliver(EVENTS, { type: 'synced', last_id: 300, more: false, client_id: syncId(link) });
     expect(messages.map((m) => m.id)).toEqual([300, 101, 150]);
     expect(catchUps.at(-1)).toEqual({ state: 'live', lastId: 300 });
     expect(t.store.saved).toEqual([150, 300]);
@@ -105,7 +115,7 @@ describe('MessengerClient', () => {
     const second = t.connector.last;
     expect(second).not.toBe(first);
     expect(second.commands()).toEqual([
-      { type: 'sync', after: 11 },
+      { type: 'sync', after: 11, id: expect.stringMatching(/^sync-/) },
       { type: 'message', id: sent.clientId, to: 'alice', body: 'are you there?' },
     ]);
     second.deliver(EVENTS, { type: 'ack', client_id: sent.clientId, id: 12, status: 'sent', duplicate: true, sent_at: '2026-11-23T10:00:00.000000Z' });
@@ -119,17 +129,27 @@ describe('MessengerClient', () => {
     await t.client.connect();
     await flush();
     const link = t.connector.last;
-    link.deliver(EVENTS, { type: 'error', client_id: null, code: 'rate_limited', detail: 'too many catch-up requests', retry_after: 2 });
-    expect(serverErrors).toHaveLength(1);
+    const refused = { type: 'error', code: 'rate_limited', detail: 'too many catch-up requests', retry_after: 2, limit: 'sync' };
+    link.deliver(EVENTS, { ...refused, client_id: 'sync-of-the-phone' }); // another device's: not ours
+    await vi.advanceTimersByTimeAsync(2_000);
+    expect(link.commands()).toHaveLength(1);
+    link.deliver(EVENTS, { ...refused, client_id: syncId(link) });
+    expect(serverErrors).toHaveLength(2);
     await vi.advanceTimersByTimeAsync(1_999);
     expect(link.commands()).toHaveLength(1);
     await vi.advanceTimersByTimeAsync(1);
-    expect(link.commands()).toEqual([{ type: 'sync', after: 5 }, { type: 'sync', after: 5 }]);
+    const sync = { type: 'sync', after: 5, id: expect.stringMatching(/^sync-/) };
+    expect(link.commands()).toEqual([sync, sync]);
+    const [first, second] = link.commands().map((c) => c['id']);
+    expect(second).not.toBe(first); // a new id per request: a late answer to the first is not taken
     await vi.advanceTimersByTimeAsync(15_000); // no synced: ask again
     expect(link.commands()).toHaveLength(3);
-    link.deliver(EVENTS, { type: 'synced', last_id: 5, more: false });
+    link.deliver(EVENTS, { type: 'synced', last_id: 5, more: false, client_id: first });
+    await vi.advanceTimersByTimeAsync(15_000);
+    expect(link.commands()).toHaveLength(4); // that was the answer to an old request
+    link.deliver(EVENTS, { type: 'synced', last_id: 5, more: false, client_id: syncId(link) });
     await vi.advanceTimersByTimeAsync(60_000);
-    expect(link.commands()).toHaveLength(3);
+    expect(link.commands()).toHaveLength(4);
   });
 
   it('routes events: tip_failed with its billing link, read, typing, acks of other devices', async () => {

@@ -48,6 +48,7 @@ const error = (client_id: string | null, code: string, retry_after: number | nul
   code,
   detail: code,
   retry_after,
+  limit: code === 'rate_limited' ? 'send' : null,
 });
 
 beforeEach(() => {

@@ -81,6 +81,7 @@ describe('parseEvent', () => {
       code: 'rate_limited',
       detail: 'slow down',
       retry_after: 0.109,
+      limit: null,
     });
     expect(
       parseEvent({ type: 'tip_failed', client_id: 't', billing_url: 'https://x/billing', reason: 'insufficient_funds', tip: { amount: 500, currency: 'USD', status: 'failed' } }),
@@ -88,6 +89,8 @@ describe('parseEvent', () => {
     expect(parseEvent({ type: 'read', by: 'bob', up_to: 12 })).toEqual({ type: 'read', by: 'bob', up_to: 12 });
     expect(parseEvent({ type: 'typing', from: 'alice' })).toEqual({ type: 'typing', from: 'alice' });
     expect(parseEvent({ type: 'synced', last_id: null, more: false })).toEqual({ type: 'synced', last_id: null, more: false });
+    expect(parseEvent({ type: 'synced', last_id: 7, more: false, client_id: 'sync-1' })).toEqual({ type: 'synced', last_id: 7, more: false, client_id: 'sync-1' });
+    expect(parseEvent({ type: 'error', client_id: 's-2', code: 'rate_limited', detail: 'x', retry_after: 1, limit: 'sync' })).toMatchObject({ client_id: 's-2', limit: 'sync' });
   });
 
   it.each([
