@@ -78,6 +78,8 @@ export class ChatApp {
   #main = h('div', { class: 'main' });
   #lists: MemberList[] = [];
   #blocked = new Set<string>();
+  /** Lists are kept by the product's list service: a list is named by its id. */
+  #listsExternal = false;
   #blocksLoaded = false;
   #mass = new Map<number, MassMessage>();
   #massTimers = new Map<number, ReturnType<typeof setTimeout>>();
@@ -694,8 +696,16 @@ export class ChatApp {
     const client = this.#client;
     if (!client) return;
     try {
-      const [lists, recent] = await Promise.all([client.api.lists({ limit: 100 }), client.api.massMessages({ limit: 10 })]);
-      this.#lists = lists.lists;
+      const [lists, recent] = await Promise.all([
+        // with the product's own list service (MESSENGER_LISTS_URL) the API keeps no lists: 409
+        client.api.lists({ limit: 100 }).catch((error: unknown) => {
+          if (error instanceof ApiError && error.code === 'lists_external') return null;
+          throw error;
+        }),
+        client.api.massMessages({ limit: 10 }),
+      ]);
+      this.#listsExternal = lists === null;
+      this.#lists = lists?.lists ?? [];
       for (const m of recent.mass_messages) {
         this.#mass.set(m.id, m);
         if (m.status === 'queued' || m.status === 'sending') void this.#watchMass(m.id);
@@ -717,14 +727,20 @@ export class ChatApp {
 
   /** The form to write to a list (built once per visit, so a progress update keeps the draft). */
   #renderListsForm(): void {
-    const select = h('select', { id: 'list-choice' }, this.#lists.map((l) => h('option', { value: l.id }, `${l.name} (${l.members} members)`)));
+    const select = this.#listsExternal
+      ? h('input', { id: 'list-choice', autocomplete: 'off', maxlength: 64, placeholder: 'list id' })
+      : h('select', { id: 'list-choice' }, this.#lists.map((l) => h('option', { value: l.id }, `${l.name} (${l.members} members)`)));
     const composer = new Composer({
       to: () => select.value,
       maxBytes: () => this.#env.config.maxBodyBytes,
       label: 'Message to list',
       send: (body) => {
-        if (!select.value) return;
-        this.#client?.sendToList(select.value, body);
+        const list = select.value.trim();
+        if (!list) {
+          this.#renderListsNote('Choose a list first.');
+          return;
+        }
+        this.#client?.sendToList(list, body);
         this.#renderListsNote('');
       },
     });
@@ -736,9 +752,11 @@ export class ChatApp {
         h('button', { type: 'button', class: 'back', 'aria-label': 'Back to conversations', onclick: () => this.#closeConversation() }, '←'),
         h('h2', {}, 'Message a list'),
       ),
-      this.#lists.length
-        ? [h('label', { for: 'list-choice' }, 'List'), select, composer.element]
-        : h('p', { class: 'note' }, 'You have no lists yet (create them with the REST API: POST /v1/lists).'),
+      this.#listsExternal
+        ? [h('label', { for: 'list-choice' }, 'List id'), h('p', { class: 'note' }, 'Your lists are kept by the list service: give the id of one.'), select, composer.element]
+        : this.#lists.length
+          ? [h('label', { for: 'list-choice' }, 'List'), select, composer.element]
+          : h('p', { class: 'note' }, 'You have no lists yet (create them with the REST API: POST /v1/lists).'),
       this.#listsNote,
       h('h3', {}, 'Recent messages to lists'),
       this.#massRows,

@@ -25,12 +25,15 @@ const config: AppConfig = {
 };
 
 let revoked = false;
+let creator = false;
 const devRequests: { user_id: string; role: string }[] = [];
 
 function api(request: SeenRequest): Response {
   if (revoked) return json(401, { code: 'invalid_token', detail: 'token revoked', login_url: 'https://login.example/login' });
   const path = request.url.pathname;
-  if (path === '/v1/me') return json(200, { user: 'bob', role: 'member', display_name: null, created_at: null, token: { jti: null, issued_at: null, expires_at: null } });
+  if (path === '/v1/lists') return json(409, { code: 'lists_external', detail: 'lists are managed by the list service' });
+  if (path === '/v1/mass-messages') return json(200, { mass_messages: [], next_before: null });
+  if (path === '/v1/me') return json(200, { user: 'bob', role: creator ? 'creator' : 'member', display_name: null, created_at: null, token: { jti: null, issued_at: null, expires_at: null } });
   if (path === '/v1/conversations') return json(200, { conversations: [], next_before: null });
   if (path === '/v1/presence/query') return json(200, { presence: [] });
   if (path === '/v1/messages') return json(200, { messages: [], next_before: null, next_after: null });
@@ -56,6 +59,7 @@ describe('the app', () => {
 
   beforeEach(() => {
     revoked = false;
+    creator = false;
     root = document.createElement('div');
     document.body.replaceChildren(root);
     localStorage.clear();
@@ -101,6 +105,24 @@ describe('the app', () => {
     connector.last.drop();
     await settle();
     expect(root.querySelector('[role=status]')?.textContent).toMatch(/Reconnecting/);
+  });
+
+  it("lets a creator write to a list by id when the product's list service keeps the lists", async () => {
+    creator = true;
+    await app.signIn(makeToken('bob', Math.floor(Date.now() / 1000) + 3600));
+    await settle();
+    [...root.querySelectorAll('button')].find((b) => b.textContent === 'Lists')?.click();
+    await settle();
+    const input = root.querySelector<HTMLInputElement>('input#list-choice');
+    expect(input).not.toBeNull();
+    expect(root.querySelector('label[for=list-choice]')?.textContent).toBe('List id');
+    input!.value = 'vip-42';
+    const box = root.querySelector<HTMLTextAreaElement>('textarea[aria-label="Message to list"]')!;
+    box.value = 'new post';
+    box.dispatchEvent(new Event('input'));
+    box.dispatchEvent(new KeyboardEvent('keydown', { key: 'Enter' }));
+    await settle();
+    expect(connector.last.commands().at(-1)).toMatchObject({ type: 'message', list: 'vip-42', body: 'new post' });
   });
 
   it('goes back to sign-in with a clear message when the token is refused', async () => {

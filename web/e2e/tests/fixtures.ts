@@ -255,6 +255,12 @@ export async function send(page: Page, text: string, { typed = false } = {}): Pr
   await box.press('Enter');
 }
 
+/** Back to the conversation list where it is not beside the conversation (a phone-sized screen). */
+export async function showConversations(page: Page): Promise<void> {
+  const back = page.getByRole('button', { name: 'Back to conversations' });
+  if (await back.isVisible()) await back.click();
+}
+
 /** The conversation list's entry for `peer` (its button). */
 export function conversationItem(page: Page, peer: string): Locator {
   return page.getByRole('navigation', { name: 'Conversations' }).getByRole('button').filter({ hasText: peer });

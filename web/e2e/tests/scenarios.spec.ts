@@ -2,7 +2,7 @@
  * The six scenarios of the chat app, each with two or more people in browser contexts of their
  * own, against the project's stack (serve or mosquitto).
  */
-import { connection, conversationItem, docScreenshot, expect, line, messageBox, messages, openConversation, send, test } from './fixtures.js';
+import { connection, conversationItem, docScreenshot, expect, line, messageBox, messages, openConversation, send, showConversations, test } from './fixtures.js';
 
 test('a live conversation both ways, with typing and read receipts', async ({ people }, testInfo) => {
   const ann = await people.signIn('ann');
@@ -69,6 +69,7 @@ test('a message sent while the recipient is away shows in their history and unre
   await expect(item).toContainText('Second, while you were away');
   await item.click();
   await expect(messages(bob.page).locator('li.line .body')).toHaveText(['First, while you were away', 'Second, while you were away']);
+  await showConversations(bob.page);
   await expect(item).not.toContainText('unread');
   await expect(line(ann.page, 'Second, while you were away')).toContainText('Seen');
 });
@@ -144,7 +145,10 @@ test("a block makes the blocked user's messages vanish for the blocker", async (
   await expect(line(ann.page, 'Ann writes after blocking')).toHaveCount(1);
   await expect(line(ann.page, 'After the block')).toHaveCount(0);
   await expect(line(ann.page, 'Before the block')).toHaveCount(0);
+  await showConversations(ann.page);
+  await expect(conversationItem(ann.page, bob.id)).toContainText('Blocked');
   await expect(conversationItem(ann.page, bob.id)).not.toContainText('unread');
+  await conversationItem(ann.page, bob.id).click();
 
   // unblocking shows what came before the block again; what was sent during it never arrives
   await ann.page.getByRole('button', { name: 'Unblock', exact: true }).click();
