@@ -478,7 +478,8 @@ export class ChatApp {
     this.#render(true);
     void this.#openHistory(c);
     this.#markRead();
-    this.#composer.textarea.focus();
+    // once rendered (the render is queued first): a box not yet in the page cannot take the focus
+    queueMicrotask(() => this.#composer.textarea.focus());
   }
 
   #closeConversation(): void {
