@@ -361,7 +361,6 @@ export class ChatApp {
       const c = this.#conversation(item.peer);
       c.addStored([item.last_message], this.#me);
       c.setUnread(item.unread, item.last_message.id);
-      c.blocked = this.#blocked.has(item.peer);
       this.#ensureWatched(item.peer);
     }
     const peers = page.conversations.map((c) => c.peer).slice(0, 100);

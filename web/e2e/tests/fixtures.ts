@@ -38,25 +38,27 @@ interface Ready {
 export class Stack {
   readonly #proc: ChildProcessWithoutNullStreams;
   readonly ready: Ready;
-  stderr = '';
+  /** The last 20,000 characters the stack process wrote to stderr, from its start. */
+  readonly #stderr: { text: string };
 
-  private constructor(proc: ChildProcessWithoutNullStreams, ready: Ready) {
+  private constructor(proc: ChildProcessWithoutNullStreams, ready: Ready, stderr: { text: string }) {
     this.#proc = proc;
     this.ready = ready;
+    this.#stderr = stderr;
   }
 
   static async start(kind: StackKind): Promise<Stack> {
     const proc = spawn(PYTHON, ['-m', 'tests.browser.stack', kind], { cwd: ROOT, env: process.env });
-    let stderr = '';
+    const stderr = { text: '' };
     proc.stderr.on('data', (chunk: Buffer) => {
-      stderr = (stderr + chunk.toString()).slice(-20_000);
+      stderr.text = (stderr.text + chunk.toString()).slice(-20_000);
     });
     const lines = createInterface({ input: proc.stdout });
     const ready = await new Promise<Ready>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`the ${kind} stack did not start in ${STARTUP_MS / 1000} s:\n${stderr}`)), STARTUP_MS);
+      const timer = setTimeout(() => reject(new Error(`the ${kind} stack did not start in ${STARTUP_MS / 1000} s:\n${stderr.text}`)), STARTUP_MS);
       proc.on('exit', (code) => {
         clearTimeout(timer);
-        reject(new Error(`the ${kind} stack exited with ${code} before it was ready:\n${stderr}`));
+        reject(new Error(`the ${kind} stack exited with ${code} before it was ready:\n${stderr.text}`));
       });
       proc.on('error', (error) => {
         clearTimeout(timer);
@@ -67,11 +69,7 @@ export class Stack {
         resolve(JSON.parse(line) as Ready);
       });
     });
-    const stack = new Stack(proc, ready);
-    proc.stderr.on('data', (chunk: Buffer) => {
-      stack.stderr = (stack.stderr + chunk.toString()).slice(-20_000);
-    });
-    return stack;
+    return new Stack(proc, ready, stderr);
   }
 
   get app(): string {
@@ -136,7 +134,7 @@ export class Stack {
       }
       return `==> ${path} <==\n${text.split('\n').slice(-lines).join('\n')}`;
     });
-    return [...parts, `==> stack stderr <==\n${this.stderr}`].join('\n\n');
+    return [...parts, `==> stack stderr <==\n${this.#stderr.text}`].join('\n\n');
   }
 
   async close(): Promise<void> {
